@@ -1,0 +1,2 @@
+//! dlock command.
+fn main() {}

@@ -1,0 +1,96 @@
+//! What a successful acquisition returns: [`Lease`] and [`FencingToken`].
+
+use crate::LockName;
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A number that strictly grows with every successful acquisition of a name,
+/// across owners, releases, expiries and coordinator restarts.
+///
+/// Pass it to the resource you protect and let the resource reject a stale
+/// holder: `UPDATE t SET ..., fence = $token WHERE id = $id AND fence < $token`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FencingToken(pub u64);
+
+impl FencingToken {
+    /// The raw value.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A held lock as the backend granted it.
+///
+/// Only this exact lease (matched on [`Lease::id`], and on the backend's
+/// `handle`) can extend or release the lock.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// The lock name.
+    pub name: LockName,
+    /// The owner that asked.
+    pub owner: String,
+    /// Unique id of this acquisition (32 hex digits).
+    pub id: String,
+    /// Fencing token of this acquisition.
+    pub token: FencingToken,
+    /// Local monotonic time taken *before* the acquire request was sent.
+    pub acquired_at: Instant,
+    /// Local monotonic instant after which the lease can no longer be
+    /// proven valid; no later than the coordinator's own expiry.
+    pub valid_until: Instant,
+    /// `lock_at_most_for` of the latest grant or extension.
+    pub at_most: Duration,
+    /// `lock_at_least_for` of the acquisition.
+    pub at_least: Duration,
+    /// Backend-private state needed to extend or release (an etcd lease id,
+    /// a znode path, a Consul session). Opaque to everyone else.
+    pub handle: String,
+}
+
+impl Lease {
+    /// True while the local monotonic clock says the lease is still valid.
+    pub fn is_valid_now(&self) -> bool {
+        Instant::now() < self.valid_until
+    }
+
+    /// Time left before the lease can no longer be proven valid.
+    pub fn remaining(&self) -> Duration {
+        self.valid_until.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Computes a conservative local validity end for a lease of `lease` granted
+/// by a request sent at `sent_at`: the coordinator's expiry can only be later.
+/// A safety margin of 1% + 2 ms covers clock-rate drift between the hosts.
+pub fn local_valid_until(sent_at: Instant, lease: Duration) -> Instant {
+    let margin = lease / 100 + Duration::from_millis(2);
+    sent_at + lease.saturating_sub(margin)
+}
+
+/// A new random acquisition id (UUID v4, 32 lower-case hex digits).
+pub fn new_acquisition_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Who holds a lock, as the coordinator sees it (for `dlock status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockInfo {
+    /// The lock name.
+    pub name: LockName,
+    /// The holder's owner string.
+    pub owner: String,
+    /// The holder's acquisition id, where the backend stores it.
+    pub id: Option<String>,
+    /// Fencing token of the holder's acquisition.
+    pub token: FencingToken,
+    /// When it was taken, by the coordinator's clock, where known.
+    pub locked_at: Option<SystemTime>,
+    /// When it expires unless extended, by the coordinator's clock, where known.
+    pub lock_until: Option<SystemTime>,
+}

@@ -1,0 +1,27 @@
+//! The backend-neutral contract of dlock.
+//!
+//! A [`LockBackend`] takes, extends and releases leases on one coordinator;
+//! [`Locker`] and [`LockGuard`] build the user-facing API on it: try or wait,
+//! keep-alive, a loss signal, fencing tokens, release on drop.
+//!
+//! Most users depend on the `dlock` crate, which re-exports all of this and
+//! picks adapters by cargo feature and URL.
+
+mod backend;
+mod error;
+mod guard;
+mod lease;
+mod locker;
+mod name;
+mod spec;
+
+pub use backend::{jittered, Capabilities, LockBackend};
+pub use error::{with_deadline, BoxError, Error, Result};
+pub use guard::{LockGuard, LostSignal};
+pub use lease::{local_valid_until, new_acquisition_id, FencingToken, Lease, LockInfo};
+pub use locker::{Acquire, LockContext, LockOptions, Locker};
+pub use name::{LockName, MAX_NAME_BYTES};
+pub use spec::{default_owner, validate_owner, LockSpec, MAX_OWNER_BYTES};
+
+/// Re-exported so adapters implement [`LockBackend`] with the same macro.
+pub use async_trait::async_trait;

@@ -1,0 +1,300 @@
+//! [`Locker`]: the backend-neutral API users call.
+
+use crate::{
+    default_owner, validate_owner, FencingToken, LockBackend, LockGuard, LockInfo, LockName,
+    LockSpec, LostSignal, Result,
+};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// How to take a lock: lease bounds, waiting and keep-alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockOptions {
+    /// `lock_at_most_for`: the lease length.
+    pub lock_for: Duration,
+    /// `lock_at_least_for`: the minimum hold, even across an early release.
+    pub at_least: Duration,
+    /// How long `lock` waits for a held lock (zero: answer at once).
+    pub wait: Duration,
+    /// Extend the lease every third of its length while the guard lives.
+    pub keep_alive: bool,
+}
+
+impl LockOptions {
+    /// A lease of `lock_for`, no `at_least`, no waiting, keep-alive on.
+    pub fn new(lock_for: Duration) -> Self {
+        LockOptions {
+            lock_for,
+            at_least: Duration::ZERO,
+            wait: Duration::ZERO,
+            keep_alive: true,
+        }
+    }
+
+    /// Sets `lock_at_least_for`.
+    pub fn at_least(mut self, at_least: Duration) -> Self {
+        self.at_least = at_least;
+        self
+    }
+
+    /// Sets how long to wait for a held lock.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Turns keep-alive on or off.
+    pub fn keep_alive(mut self, on: bool) -> Self {
+        self.keep_alive = on;
+        self
+    }
+}
+
+impl Default for LockOptions {
+    /// Ten-minute lease, keep-alive on.
+    fn default() -> Self {
+        LockOptions::new(Duration::from_secs(600))
+    }
+}
+
+/// What a [`Locker::run_exclusive`] closure receives.
+#[derive(Clone, Debug)]
+pub struct LockContext {
+    /// The lock name.
+    pub name: LockName,
+    /// The fencing token to hand to the resource being protected.
+    pub token: FencingToken,
+    /// Completes if the lease is lost while the closure runs.
+    pub lost: LostSignal,
+}
+
+/// Owner + backend + default options. Cheap to clone.
+///
+/// ```no_run
+/// # async fn f(locker: dlock_core::Locker) -> dlock_core::Result<()> {
+/// use std::time::Duration;
+/// if let Some(guard) = locker.try_lock("emailLock", Duration::from_secs(600)).await? {
+///     println!("running with token {}", guard.token());
+///     guard.release().await?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Locker {
+    backend: Arc<dyn LockBackend>,
+    owner: String,
+    defaults: LockOptions,
+}
+
+impl std::fmt::Debug for Locker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Locker")
+            .field("backend", &self.backend.kind())
+            .field("owner", &self.owner)
+            .field("defaults", &self.defaults)
+            .finish()
+    }
+}
+
+impl Locker {
+    /// A locker on `backend` with the default owner (`host:pid`).
+    pub fn new(backend: impl LockBackend) -> Self {
+        Self::from_arc(Arc::new(backend))
+    }
+
+    /// A locker on a shared backend.
+    pub fn from_arc(backend: Arc<dyn LockBackend>) -> Self {
+        Locker {
+            backend,
+            owner: default_owner(),
+            defaults: LockOptions::default(),
+        }
+    }
+
+    /// Sets the owner (a node name). Fails on an empty or over-long owner.
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Result<Self> {
+        let owner = owner.into();
+        validate_owner(&owner)?;
+        self.owner = owner;
+        Ok(self)
+    }
+
+    /// Sets the options `acquire` starts from.
+    pub fn with_defaults(mut self, defaults: LockOptions) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// The owner this locker acquires as.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn LockBackend> {
+        &self.backend
+    }
+
+    /// Starts a builder for `name` from this locker's defaults.
+    pub fn acquire(&self, name: impl Into<String>) -> Acquire<'_> {
+        Acquire {
+            locker: self,
+            name: name.into(),
+            opts: self.defaults.clone(),
+        }
+    }
+
+    /// Takes `name` for `lock_for` (keep-alive on) or answers `Ok(None)` at
+    /// once when someone else holds it.
+    pub async fn try_lock(
+        &self,
+        name: impl Into<String>,
+        lock_for: Duration,
+    ) -> Result<Option<LockGuard>> {
+        self.acquire(name).lock_for(lock_for).try_lock().await
+    }
+
+    /// Takes `name`, waiting up to `wait` for a holder to let go; `Ok(None)`
+    /// when the wait ran out.
+    pub async fn lock(
+        &self,
+        name: impl Into<String>,
+        lock_for: Duration,
+        wait: Duration,
+    ) -> Result<Option<LockGuard>> {
+        self.acquire(name)
+            .lock_for(lock_for)
+            .wait(wait)
+            .lock()
+            .await
+    }
+
+    /// Runs `f` only if `name` could be taken (waiting up to `opts.wait`),
+    /// keeping the lease alive while it runs and releasing it afterwards.
+    ///
+    /// `Ok(Some(value))` when it ran, `Ok(None)` when skipped. If the lease
+    /// was lost while `f` ran, the answer is [`Error::LockLost`], so the
+    /// caller learns the work was not protected throughout.
+    pub async fn run_exclusive<T, F, Fut>(
+        &self,
+        name: impl Into<String>,
+        opts: LockOptions,
+        f: F,
+    ) -> Result<Option<T>>
+    where
+        F: FnOnce(LockContext) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let Some(guard) = self.acquire(name).options(opts).lock().await? else {
+            return Ok(None);
+        };
+        let ctx = LockContext {
+            name: guard.name(),
+            token: guard.token(),
+            lost: guard.lost(),
+        };
+        let value = f(ctx).await;
+        guard.release().await?;
+        Ok(Some(value))
+    }
+
+    /// Who holds `name` now, by the coordinator.
+    pub async fn inspect(&self, name: impl Into<String>) -> Result<Option<LockInfo>> {
+        let name = LockName::new(name)?;
+        self.backend.inspect(&name).await
+    }
+
+    /// Operator override: frees `name` whoever holds it. Returns whether a
+    /// valid lease was removed.
+    pub async fn force_release(&self, name: impl Into<String>) -> Result<bool> {
+        let name = LockName::new(name)?;
+        self.backend.force_release(&name).await
+    }
+}
+
+/// Builder returned by [`Locker::acquire`].
+#[derive(Debug)]
+#[must_use = "call .try_lock() or .lock()"]
+pub struct Acquire<'a> {
+    locker: &'a Locker,
+    name: String,
+    opts: LockOptions,
+}
+
+impl Acquire<'_> {
+    /// Sets `lock_at_most_for`.
+    pub fn lock_for(mut self, d: Duration) -> Self {
+        self.opts.lock_for = d;
+        self
+    }
+
+    /// Sets `lock_at_least_for`.
+    pub fn at_least(mut self, d: Duration) -> Self {
+        self.opts.at_least = d;
+        self
+    }
+
+    /// Sets how long `lock()` waits.
+    pub fn wait(mut self, d: Duration) -> Self {
+        self.opts.wait = d;
+        self
+    }
+
+    /// Turns keep-alive on or off.
+    pub fn keep_alive(mut self, on: bool) -> Self {
+        self.opts.keep_alive = on;
+        self
+    }
+
+    /// Replaces all options.
+    pub fn options(mut self, opts: LockOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Answers at once: a guard, or `Ok(None)` when held by someone else.
+    pub async fn try_lock(mut self) -> Result<Option<LockGuard>> {
+        self.opts.wait = Duration::ZERO;
+        self.lock().await
+    }
+
+    /// Waits up to the configured `wait`, woken by the coordinator where it
+    /// can notify, else by jittered polling. `Ok(None)` when the wait ran out.
+    pub async fn lock(self) -> Result<Option<LockGuard>> {
+        let backend = self.locker.backend.clone();
+        let kind = backend.kind();
+        let name = LockName::new(self.name)?;
+        let spec = LockSpec::new(name, self.locker.owner.clone(), self.opts.lock_for)?
+            .with_at_least(self.opts.at_least)?;
+        backend.capabilities().check_spec(kind, &spec)?;
+        let started = Instant::now();
+        let deadline = started + self.opts.wait;
+        let span = tracing::debug_span!("dlock.acquire", backend = kind, lock = %spec.name, owner = %spec.owner);
+        async {
+            loop {
+                if let Some(lease) = backend.try_acquire(&spec).await? {
+                    metrics::counter!("dlock_acquired_total", "backend" => kind).increment(1);
+                    metrics::histogram!("dlock_wait_seconds", "backend" => kind)
+                        .record(started.elapsed().as_secs_f64());
+                    tracing::debug!(token = lease.token.0, "acquired");
+                    return Ok(Some(LockGuard::start(
+                        backend.clone(),
+                        lease,
+                        self.opts.keep_alive,
+                    )));
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    metrics::counter!("dlock_skipped_total", "backend" => kind).increment(1);
+                    tracing::debug!("held by another owner");
+                    return Ok(None);
+                }
+                backend.wait_for_release(&spec.name, deadline - now).await?;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,197 @@
+//! Options shared by the SQL adapters, read from URL query parameters.
+
+use dlock_core::{Error, Result};
+use std::time::Duration;
+
+/// The default table name.
+pub const DEFAULT_TABLE: &str = "dlock_locks";
+
+/// Options every SQL adapter understands (URL query parameters of the same names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqlOptions {
+    /// Table holding the locks (`table=`). Validated as an identifier.
+    pub table: String,
+    /// Create the table when missing (`create_table=true|false`, default true).
+    pub create_table: bool,
+    /// Maximum pool connections (`pool_size=`).
+    pub pool_size: u32,
+    /// Deadline for connecting (`connect_timeout=`, e.g. `5s`).
+    pub connect_timeout: Duration,
+    /// Deadline for every statement (`statement_timeout=`, e.g. `5s`).
+    pub statement_timeout: Duration,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        SqlOptions {
+            table: DEFAULT_TABLE.to_string(),
+            create_table: true,
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl SqlOptions {
+    /// Takes the dlock options out of `query` (a `k=v&k=v` string) and returns
+    /// the remaining pairs for the driver. `allow_schema` permits `schema.table`.
+    pub fn take_from_query(
+        query: &str,
+        allow_schema: bool,
+    ) -> Result<(Self, Vec<(String, String)>)> {
+        let mut opts = SqlOptions::default();
+        let mut rest = Vec::new();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "table" => opts.table = v.into_owned(),
+                "create_table" => opts.create_table = parse_bool("create_table", &v)?,
+                "pool_size" => {
+                    opts.pool_size = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        Error::InvalidConfig(format!(
+                            "pool_size must be a whole number >= 1, got {v:?}"
+                        ))
+                    })?
+                }
+                "connect_timeout" => opts.connect_timeout = parse_duration("connect_timeout", &v)?,
+                "statement_timeout" => {
+                    opts.statement_timeout = parse_duration("statement_timeout", &v)?
+                }
+                _ => rest.push((k.into_owned(), v.into_owned())),
+            }
+        }
+        validate_table(&opts.table, allow_schema)?;
+        Ok((opts, rest))
+    }
+}
+
+/// Parses `true/false/1/0/yes/no`.
+pub fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(Error::InvalidConfig(format!(
+            "{key} must be true or false, got {v:?}"
+        ))),
+    }
+}
+
+/// Parses a human duration such as `5s`, `250ms`, `1m`.
+pub fn parse_duration(key: &str, v: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(v).map_err(|e| {
+        Error::InvalidConfig(format!(
+            "{key}={v:?} is not a duration like 5s or 250ms: {e}"
+        ))
+    })?;
+    if d.is_zero() {
+        return Err(Error::InvalidConfig(format!(
+            "{key} must be greater than zero"
+        )));
+    }
+    Ok(d)
+}
+
+/// Checks a table name: an identifier of letters, digits and `_`, not
+/// starting with a digit, at most 63 bytes; `schema.table` when allowed.
+pub fn validate_table(table: &str, allow_schema: bool) -> Result<()> {
+    let parts: Vec<&str> = table.split('.').collect();
+    let ok_part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 63
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !p.as_bytes()[0].is_ascii_digit()
+    };
+    let shape_ok = match parts.len() {
+        1 => true,
+        2 => allow_schema,
+        _ => false,
+    };
+    if !shape_ok || !parts.iter().all(|p| ok_part(p)) {
+        return Err(Error::InvalidConfig(format!(
+            "table name {table:?} is not a plain identifier (letters, digits, _; not starting with a digit; at most 63 bytes{})",
+            if allow_schema { "; optionally schema-qualified as schema.table" } else { "" }
+        )));
+    }
+    Ok(())
+}
+
+/// Quotes a validated table name with `q` (`"` or `` ` ``), part by part.
+pub fn quote_table(table: &str, q: char) -> String {
+    table
+        .split('.')
+        .map(|p| format!("{q}{p}{q}"))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The columns every dialect's table must have.
+pub const REQUIRED_COLUMNS: &[&str] = &[
+    "name",
+    "owner",
+    "acquisition_id",
+    "token",
+    "locked_at",
+    "lock_until",
+];
+
+/// Error for a table that exists with missing columns.
+pub fn missing_columns_error(table: &str, present: &[String]) -> Option<Error> {
+    let missing: Vec<&str> = REQUIRED_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !present.iter().any(|p| p.eq_ignore_ascii_case(c)))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    Some(Error::InvalidConfig(format!(
+        "table {table:?} exists but lacks column(s) {}: it was created by an older dlock or another tool; \
+         migrate it with the SQL in dlock-sql/migrations or choose another table with ?table=",
+        missing.join(", ")
+    )))
+}
+
+/// Microseconds of a duration as i64, or Unsupported.
+pub fn micros(backend: &'static str, d: Duration) -> Result<i64> {
+    i64::try_from(d.as_micros())
+        .map_err(|_| Error::unsupported(backend, format!("a lease of {d:?} is too long")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names() {
+        assert!(validate_table("dlock_locks", false).is_ok());
+        assert!(validate_table("s.t", true).is_ok());
+        for bad in [
+            "s.t",
+            "1x",
+            "a-b",
+            "x\"; drop table y; --",
+            "",
+            "a b",
+            &"x".repeat(64),
+        ] {
+            assert!(validate_table(bad, false).is_err(), "{bad}");
+        }
+        assert!(validate_table("a.b.c", true).is_err());
+    }
+
+    #[test]
+    fn options() {
+        let (o, rest) = SqlOptions::take_from_query(
+            "table=t1&create_table=false&mode=rwc&connect_timeout=2s",
+            false,
+        )
+        .unwrap();
+        assert_eq!(o.table, "t1");
+        assert!(!o.create_table);
+        assert_eq!(o.connect_timeout, Duration::from_secs(2));
+        assert_eq!(rest, vec![("mode".to_string(), "rwc".to_string())]);
+        assert!(SqlOptions::take_from_query("pool_size=0", false).is_err());
+        assert!(SqlOptions::take_from_query("connect_timeout=soon", false).is_err());
+        assert!(SqlOptions::take_from_query("table=a;b", false).is_err());
+    }
+}

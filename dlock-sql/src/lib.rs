@@ -1,0 +1,50 @@
+//! dlock adapters for SQL databases, through sqlx.
+//!
+//! One table holds every lock (DDL in `migrations/<dialect>/`): name, owner,
+//! acquisition id, fencing token, locked_at, lock_until. Acquire, extend and
+//! release are one statement each, decided by the database's clock.
+//!
+//! Features: `sqlite` (default), `postgres`, `mysql`.
+
+mod config;
+pub use config::SqlOptions;
+
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteBackend;
+
+use dlock_core::{Error, LockBackend, Result};
+use std::sync::Arc;
+
+/// Connects the backend named by `url`'s scheme (`sqlite:`, `postgres:`,
+/// `mysql:`), as far as this build's features include it.
+pub async fn connect(url: &str) -> Result<Arc<dyn LockBackend>> {
+    let scheme = url
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match scheme.as_str() {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(SqliteBackend::connect(url).await?)),
+        other => Err(Error::InvalidConfig(format!(
+            "dlock-sql cannot handle URL scheme {other:?} in this build (features: {})",
+            enabled_features().join(", ")
+        ))),
+    }
+}
+
+fn enabled_features() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg!(feature = "sqlite") {
+        v.push("sqlite");
+    }
+    if cfg!(feature = "postgres") {
+        v.push("postgres");
+    }
+    if cfg!(feature = "mysql") {
+        v.push("mysql");
+    }
+    v
+}

@@ -1,0 +1,380 @@
+//! The SQLite adapter: one file shared by the processes of one host.
+
+use crate::config::{self, micros, quote_table, SqlOptions};
+use dlock_core::{
+    async_trait, local_valid_until, new_acquisition_id, with_deadline, Capabilities, Error,
+    FencingToken, Lease, LockBackend, LockInfo, LockName, LockSpec, Result,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const KIND: &str = "sqlite";
+
+/// SQLite's clock, in microseconds since the Unix epoch, fixed for one statement.
+const NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
+
+const DDL: &str = include_str!("../migrations/sqlite/0001_dlock_locks.sql");
+
+/// Locks in a SQLite database file (WAL mode, busy timeout), so several
+/// processes on one host can share it. `sqlite::memory:` works within one process.
+///
+/// URL: `sqlite://relative/path.db`, `sqlite:///absolute/path.db` or
+/// `sqlite::memory:`, with options `table`, `create_table`, `pool_size`,
+/// `connect_timeout`, `statement_timeout`, `busy_timeout`.
+pub struct SqliteBackend {
+    pool: SqlitePool,
+    opts: SqlOptions,
+    sql: Statements,
+}
+
+impl std::fmt::Debug for SqliteBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteBackend")
+            .field("opts", &self.opts)
+            .finish()
+    }
+}
+
+struct Statements {
+    acquire: String,
+    extend: String,
+    release: String,
+    inspect: String,
+    force_release: String,
+}
+
+impl Statements {
+    fn new(table: &str) -> Self {
+        let t = quote_table(table, '"');
+        Statements {
+            acquire: format!(
+                "INSERT INTO {t} (name, owner, acquisition_id, token, locked_at, lock_until) \
+                 VALUES (?1, ?2, ?3, 1, {NOW}, {NOW} + ?4) \
+                 ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, \
+                 acquisition_id = excluded.acquisition_id, token = {t}.token + 1, \
+                 locked_at = excluded.locked_at, lock_until = excluded.lock_until \
+                 WHERE {t}.lock_until <= excluded.locked_at \
+                 RETURNING token"
+            ),
+            extend: format!(
+                "UPDATE {t} SET lock_until = {NOW} + ?3 \
+                 WHERE name = ?1 AND acquisition_id = ?2 AND lock_until > {NOW}"
+            ),
+            release: format!(
+                "UPDATE {t} SET lock_until = MAX(locked_at + ?3, {NOW}) \
+                 WHERE name = ?1 AND acquisition_id = ?2 AND lock_until > {NOW}"
+            ),
+            inspect: format!(
+                "SELECT owner, acquisition_id, token, locked_at, lock_until FROM {t} \
+                 WHERE name = ?1 AND lock_until > {NOW}"
+            ),
+            force_release: format!(
+                "UPDATE {t} SET lock_until = {NOW} WHERE name = ?1 AND lock_until > {NOW}"
+            ),
+        }
+    }
+}
+
+impl SqliteBackend {
+    /// Opens (creating when missing) the database named by `url`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let Some(rest) = url.strip_prefix("sqlite:") else {
+            return Err(Error::InvalidConfig(format!(
+                "{url:?} is not a sqlite: URL"
+            )));
+        };
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (opts, extra) = SqlOptions::take_from_query(query, false)?;
+        let mut busy = Duration::from_secs(5);
+        for (k, v) in extra {
+            match k.as_str() {
+                "busy_timeout" => busy = config::parse_duration("busy_timeout", &v)?,
+                _ => {
+                    return Err(Error::InvalidConfig(format!(
+                        "unknown sqlite URL option {k:?}; known: table, create_table, pool_size, \
+                         connect_timeout, statement_timeout, busy_timeout"
+                    )))
+                }
+            }
+        }
+        let path = percent_encoding::percent_decode_str(path)
+            .decode_utf8()
+            .map_err(|_| Error::InvalidConfig(format!("sqlite path {path:?} is not valid UTF-8")))?
+            .into_owned();
+        let memory = path == ":memory:";
+        if path.is_empty() {
+            return Err(Error::InvalidConfig(
+                "sqlite URL has no file path: use sqlite://file.db, sqlite:///abs/file.db or sqlite::memory:".into(),
+            ));
+        }
+        let base = SqliteConnectOptions::new()
+            .busy_timeout(busy)
+            .foreign_keys(false);
+        let (connect_opts, pool_size) = if memory {
+            (base.in_memory(true).shared_cache(true), 1)
+        } else {
+            if let Some(dir) = Path::new(&path).parent() {
+                if !dir.as_os_str().is_empty() && !dir.is_dir() {
+                    return Err(Error::connect(
+                        KIND,
+                        &path,
+                        format!(
+                            "directory {} does not exist; create it or choose another path",
+                            dir.display()
+                        ),
+                        None,
+                    ));
+                }
+            }
+            (
+                base.filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full),
+                opts.pool_size,
+            )
+        };
+        let mut pool_opts = SqlitePoolOptions::new()
+            .max_connections(pool_size)
+            .acquire_timeout(opts.connect_timeout);
+        if memory {
+            // The database lives as long as its one connection.
+            pool_opts = pool_opts
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = with_deadline("connect to sqlite", opts.connect_timeout, async {
+            pool_opts.connect_with(connect_opts).await.map_err(|e| {
+                Error::connect(
+                    KIND,
+                    &path,
+                    format!(
+                        "cannot open or create the database file ({e}); is its directory writable?"
+                    ),
+                    Some(Box::new(e)),
+                )
+            })
+        })
+        .await?;
+        let backend = SqliteBackend {
+            pool,
+            sql: Statements::new(&opts.table),
+            opts,
+        };
+        backend.ensure_table().await?;
+        Ok(backend)
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &SqlOptions {
+        &self.opts
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    async fn ensure_table(&self) -> Result<()> {
+        let table = &self.opts.table;
+        let cols = self.columns().await?;
+        if cols.is_empty() {
+            if !self.opts.create_table {
+                return Err(Error::InvalidConfig(format!(
+                    "table {table:?} does not exist and create_table=false; create it with \
+                     dlock-sql/migrations/sqlite/0001_dlock_locks.sql"
+                )));
+            }
+            let ddl = DDL.replace("dlock_locks", &quote_table(table, '"'));
+            self.timed("create table", sqlx::raw_sql(&ddl).execute(&self.pool))
+                .await?;
+            return Ok(());
+        }
+        match config::missing_columns_error(table, &cols) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn columns(&self) -> Result<Vec<String>> {
+        let rows = self
+            .timed(
+                "inspect schema",
+                sqlx::query("SELECT name FROM pragma_table_info(?1)")
+                    .bind(&self.opts.table)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                r.try_get::<String, _>(0)
+                    .map_err(|e| Error::backend(KIND, "inspect schema", e))
+            })
+            .collect()
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+    ) -> Result<T> {
+        with_deadline(op, self.opts.statement_timeout, async {
+            fut.await.map_err(|e| Error::backend(KIND, op, e))
+        })
+        .await
+    }
+}
+
+fn to_system_time(us: i64) -> Option<SystemTime> {
+    u64::try_from(us)
+        .ok()
+        .map(|u| UNIX_EPOCH + Duration::from_micros(u))
+}
+
+fn token_of(v: i64) -> Result<FencingToken> {
+    u64::try_from(v).map(FencingToken).map_err(|_| {
+        Error::backend_msg(
+            KIND,
+            "acquire",
+            format!("negative token {v} in the lock table"),
+        )
+    })
+}
+
+#[async_trait]
+impl LockBackend for SqliteBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut c = Capabilities::new();
+        c.min_lease = Duration::from_millis(1);
+        c.max_lease = Some(Duration::from_secs(100 * 365 * 86_400));
+        c.lease_granularity = Duration::from_micros(1);
+        c.expiry_slack = Duration::from_millis(20);
+        c.release_notifies_waiters = false;
+        c.at_least_survives_exit = true;
+        c.networked = false;
+        c.poll_interval = Duration::from_millis(50);
+        c
+    }
+
+    async fn try_acquire(&self, spec: &LockSpec) -> Result<Option<Lease>> {
+        self.capabilities().check_spec(KIND, spec)?;
+        let id = new_acquisition_id();
+        let lease_us = micros(KIND, spec.at_most)?;
+        let sent = Instant::now();
+        let row = self
+            .timed(
+                "acquire",
+                sqlx::query(&self.sql.acquire)
+                    .bind(spec.name.as_str())
+                    .bind(&spec.owner)
+                    .bind(&id)
+                    .bind(lease_us)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let token: i64 = row
+            .try_get(0)
+            .map_err(|e| Error::backend(KIND, "acquire", e))?;
+        Ok(Some(Lease {
+            name: spec.name.clone(),
+            owner: spec.owner.clone(),
+            id,
+            token: token_of(token)?,
+            acquired_at: sent,
+            valid_until: local_valid_until(sent, spec.at_most),
+            at_most: spec.at_most,
+            at_least: spec.at_least,
+            handle: String::new(),
+        }))
+    }
+
+    async fn extend(&self, lease: &Lease, lock_for: Duration) -> Result<Lease> {
+        self.capabilities()
+            .check_lease(KIND, "extension", lock_for)?;
+        let sent = Instant::now();
+        let done = self
+            .timed(
+                "extend",
+                sqlx::query(&self.sql.extend)
+                    .bind(lease.name.as_str())
+                    .bind(&lease.id)
+                    .bind(micros(KIND, lock_for)?)
+                    .execute(&self.pool),
+            )
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::lost(
+                &lease.name,
+                "the lease expired or was taken over before it could be extended",
+            ));
+        }
+        let mut new = lease.clone();
+        new.valid_until = local_valid_until(sent, lock_for);
+        new.at_most = lock_for;
+        Ok(new)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let done = self
+            .timed(
+                "release",
+                sqlx::query(&self.sql.release)
+                    .bind(lease.name.as_str())
+                    .bind(&lease.id)
+                    .bind(micros(KIND, lease.at_least)?)
+                    .execute(&self.pool),
+            )
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::lost(
+                &lease.name,
+                "the lease had already expired or been taken over at release",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
+        let row = self
+            .timed(
+                "inspect",
+                sqlx::query(&self.sql.inspect)
+                    .bind(name.as_str())
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let get = |e: sqlx::Error| Error::backend(KIND, "inspect", e);
+        Ok(Some(LockInfo {
+            name: name.clone(),
+            owner: row.try_get(0).map_err(get)?,
+            id: Some(row.try_get(1).map_err(get)?),
+            token: token_of(row.try_get(2).map_err(get)?)?,
+            locked_at: to_system_time(row.try_get(3).map_err(get)?),
+            lock_until: to_system_time(row.try_get(4).map_err(get)?),
+        }))
+    }
+
+    async fn force_release(&self, name: &LockName) -> Result<bool> {
+        let done = self
+            .timed(
+                "force release",
+                sqlx::query(&self.sql.force_release)
+                    .bind(name.as_str())
+                    .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

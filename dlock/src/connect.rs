@@ -1,0 +1,170 @@
+//! `dlock::connect(url)`: pick the adapter by URL scheme at run time.
+
+use crate::{Error, Locker, Result};
+
+/// One URL scheme family and the cargo feature that enables it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendScheme {
+    /// Backend kind.
+    pub backend: &'static str,
+    /// URL schemes that select it.
+    pub schemes: &'static [&'static str],
+    /// The `dlock` cargo feature that compiles it in.
+    pub feature: &'static str,
+    /// Whether this build has it.
+    pub enabled: bool,
+}
+
+/// Every backend dlock knows, whether or not this build includes it.
+pub const SCHEMES: &[BackendScheme] = &[
+    BackendScheme {
+        backend: "sqlite",
+        schemes: &["sqlite"],
+        feature: "sqlite",
+        enabled: cfg!(feature = "sqlite"),
+    },
+    BackendScheme {
+        backend: "postgres",
+        schemes: &["postgres", "postgresql"],
+        feature: "postgres",
+        enabled: cfg!(feature = "postgres"),
+    },
+    BackendScheme {
+        backend: "mysql",
+        schemes: &["mysql", "mariadb"],
+        feature: "mysql",
+        enabled: cfg!(feature = "mysql"),
+    },
+    BackendScheme {
+        backend: "etcd",
+        schemes: &["etcd", "etcds"],
+        feature: "etcd",
+        enabled: cfg!(feature = "etcd"),
+    },
+    BackendScheme {
+        backend: "zookeeper",
+        schemes: &["zk", "zookeeper"],
+        feature: "zookeeper",
+        enabled: cfg!(feature = "zookeeper"),
+    },
+    BackendScheme {
+        backend: "consul",
+        schemes: &["consul", "consul+https"],
+        feature: "consul",
+        enabled: cfg!(feature = "consul"),
+    },
+];
+
+/// The URL schemes this build accepts.
+pub fn supported_schemes() -> Vec<&'static str> {
+    SCHEMES
+        .iter()
+        .filter(|s| s.enabled)
+        .flat_map(|s| s.schemes.iter().copied())
+        .collect()
+}
+
+/// Builds a [`Locker`] for the coordinator named by `url`; the scheme picks
+/// the adapter. Changing coordinator is a configuration change.
+///
+/// ```no_run
+/// # async fn f() -> dlock::Result<()> {
+/// let locker = dlock::connect("sqlite://locks.db").await?;
+/// # Ok(()) }
+/// ```
+///
+/// A scheme this build does not include is an error naming the cargo
+/// feature to enable; an unknown scheme lists the supported ones.
+pub async fn connect(url: &str) -> Result<Locker> {
+    let scheme = match url.split_once(':') {
+        Some((s, _)) if !s.is_empty() => s.to_ascii_lowercase(),
+        _ => {
+            return Err(Error::InvalidConfig(format!(
+                "{:?} is not a lock URL: expected SCHEME://..., supported schemes: {}",
+                redact(url),
+                supported_schemes().join(", ")
+            )))
+        }
+    };
+    let Some(entry) = SCHEMES
+        .iter()
+        .find(|s| s.schemes.contains(&scheme.as_str()))
+    else {
+        return Err(Error::InvalidConfig(format!(
+            "unknown URL scheme {scheme:?}; this build supports: {}",
+            supported_schemes().join(", ")
+        )));
+    };
+    if !entry.enabled {
+        return Err(Error::InvalidConfig(format!(
+            "URL scheme {scheme:?} needs the {} backend, which this build does not include: \
+             enable the `{}` feature of the dlock crate",
+            entry.backend, entry.feature
+        )));
+    }
+    connect_enabled(entry.backend, url).await
+}
+
+#[allow(unused_variables, clippy::needless_return)]
+async fn connect_enabled(backend: &str, url: &str) -> Result<Locker> {
+    #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+    if matches!(backend, "sqlite" | "postgres" | "mysql") {
+        return dlock_sql::connect(url).await.map(Locker::from_arc);
+    }
+    #[cfg(feature = "etcd")]
+    if backend == "etcd" {
+        return dlock_etcd::connect(url).await.map(Locker::from_arc);
+    }
+    #[cfg(feature = "zookeeper")]
+    if backend == "zookeeper" {
+        return dlock_zookeeper::connect(url).await.map(Locker::from_arc);
+    }
+    #[cfg(feature = "consul")]
+    if backend == "consul" {
+        return dlock_consul::connect(url).await.map(Locker::from_arc);
+    }
+    Err(Error::InvalidConfig(format!(
+        "backend {backend} is not compiled in"
+    )))
+}
+
+/// The URL with any password replaced, for error messages.
+pub(crate) fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn malformed_and_unknown_schemes_are_clear_errors() {
+        let e = connect("no-scheme-here").await.unwrap_err().to_string();
+        assert!(e.contains("not a lock URL"), "{e}");
+        let e = connect("redis://127.0.0.1").await.unwrap_err().to_string();
+        assert!(
+            e.contains("unknown URL scheme") && e.contains("sqlite"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn disabled_feature_is_named() {
+        for s in SCHEMES.iter().filter(|s| !s.enabled) {
+            let url = format!("{}://127.0.0.1:1/x", s.schemes[0]);
+            let e = connect(&url).await.unwrap_err().to_string();
+            assert!(e.contains(&format!("`{}` feature", s.feature)), "{e}");
+        }
+    }
+
+    #[test]
+    fn redact_hides_password() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+    }
+}
