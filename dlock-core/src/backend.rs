@@ -28,6 +28,10 @@ pub struct Capabilities {
     pub networked: bool,
     /// Polling interval used by the default `wait_for_release`.
     pub poll_interval: Duration,
+    /// Whether expiry is decided by a clock outside the client process (a
+    /// server's). False for embedded SQLite, whose "coordinator clock" is the
+    /// host clock as read by whichever process runs the statement.
+    pub server_clock: bool,
 }
 
 impl Capabilities {
@@ -42,6 +46,7 @@ impl Capabilities {
             at_least_survives_exit: true,
             networked: true,
             poll_interval: Duration::from_millis(200),
+            server_clock: true,
         }
     }
 

@@ -262,6 +262,8 @@ impl LockBackend for SqliteBackend {
         c.release_notifies_waiters = false;
         c.at_least_survives_exit = true;
         c.networked = false;
+        // Embedded: SQLite reads the clock of the process running the statement.
+        c.server_clock = false;
         c.poll_interval = Duration::from_millis(50);
         c
     }

@@ -1,1 +1,23 @@
-fn main() {}
+//! The conformance suite against SQLite: one database file shared by every
+//! case and child process of this run, a fresh table per run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::Arc;
+
+fn main() -> std::process::ExitCode {
+    let dir = std::env::var("DLOCK_TEST_SQLITE_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_TARGET_TMPDIR"), "/dlock-sqlite").to_string());
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("cannot create {dir}: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    dlock_testkit::Suite::new("sqlite")
+        .url(format!("sqlite://{dir}/conformance.db"))
+        .namespace(|url: &str, ns: &str| format!("{url}?table=dlock_{ns}"))
+        .unreachable_url(format!("sqlite://{dir}/no-such-directory/x.db"))
+        .connect(|url: String| async move {
+            Ok(Arc::new(dlock_sql::SqliteBackend::connect(&url).await?)
+                as Arc<dyn dlock_core::LockBackend>)
+        })
+        .run()
+}

@@ -1,0 +1,1260 @@
+//! The single list of conformance cases.
+
+use crate::child::{After, Role};
+use crate::ctx::{Context, Ctx};
+use crate::history::{check_history, work, Hold};
+use crate::proxy::{redirect, upstream, Proxy};
+use crate::{ensure, CaseResult};
+use dlock_core::{Capabilities, Error, Lease, LockBackend, LockGuard, Locker};
+use futures::future::BoxFuture;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a case needs from the backend's capabilities. A case whose needs are
+/// not met is reported *ignored*, never passed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Needs {
+    /// The coordinator is reached over the network.
+    pub networked: bool,
+    /// `at_least` holds after the holder process exits.
+    pub at_least_survives_exit: bool,
+    /// The backend declares a minimum lease above 1 ms.
+    pub min_lease_above_1ms: bool,
+    /// The backend declares a lease granularity coarser than 1 µs.
+    pub coarse_granularity: bool,
+    /// The backend declares a maximum lease.
+    pub max_lease: bool,
+    /// Expiry is decided by a clock outside the client process.
+    pub server_clock: bool,
+}
+
+impl Needs {
+    /// Whether `caps` meets these needs.
+    pub fn met_by(&self, caps: &Capabilities) -> bool {
+        (!self.networked || caps.networked)
+            && (!self.at_least_survives_exit || caps.at_least_survives_exit)
+            && (!self.min_lease_above_1ms || caps.min_lease > Duration::from_millis(1))
+            && (!self.coarse_granularity || caps.lease_granularity > Duration::from_micros(1))
+            && (!self.max_lease || caps.max_lease.is_some())
+            && (!self.server_clock || caps.server_clock)
+    }
+}
+
+type CaseFn = Arc<dyn Fn(Ctx) -> BoxFuture<'static, CaseResult> + Send + Sync>;
+
+/// One conformance case.
+#[derive(Clone)]
+pub struct Case {
+    /// Test name (the part after `conformance::<backend>::`).
+    pub name: &'static str,
+    /// Capabilities it requires.
+    pub needs: Needs,
+    /// The case body.
+    pub run: CaseFn,
+}
+
+fn case<F, Fut>(name: &'static str, needs: Needs, f: F) -> Case
+where
+    F: Fn(Ctx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = CaseResult> + Send + 'static,
+{
+    Case {
+        name,
+        needs,
+        run: Arc::new(move |c| Box::pin(f(c))),
+    }
+}
+
+/// Every case, in order. The single source of truth for the suite.
+pub fn cases() -> Vec<Case> {
+    let none = Needs::default();
+    vec![
+        case("exclusive_try", none, exclusive_try),
+        case("independent_names", none, independent_names),
+        case("release_then_reacquire", none, release_then_reacquire),
+        case("only_owner_releases", none, only_owner_releases),
+        case("only_owner_extends", none, only_owner_extends),
+        case(
+            "stale_lease_gets_lock_lost",
+            none,
+            stale_lease_gets_lock_lost,
+        ),
+        case(
+            "release_after_loss_is_lock_lost",
+            none,
+            release_after_loss_is_lock_lost,
+        ),
+        case("expiry_after_at_most", none, expiry_after_at_most),
+        case("at_least_after_release", none, at_least_after_release),
+        case(
+            "at_least_after_exit",
+            Needs {
+                at_least_survives_exit: true,
+                ..none
+            },
+            at_least_after_exit,
+        ),
+        case("tokens_strictly_increase", none, tokens_strictly_increase),
+        case("wait_wakes_on_release", none, wait_wakes_on_release),
+        case("wait_honours_timeout", none, wait_honours_timeout),
+        case(
+            "keep_alive_survives_many_leases",
+            none,
+            keep_alive_survives_many_leases,
+        ),
+        case(
+            "lost_fires_without_keep_alive",
+            none,
+            lost_fires_without_keep_alive,
+        ),
+        case(
+            "lost_fires_when_coordinator_gone",
+            Needs {
+                networked: true,
+                ..none
+            },
+            lost_fires_when_coordinator_gone,
+        ),
+        case(
+            "unreachable_coordinator_is_err_fast",
+            none,
+            unreachable_coordinator_is_err_fast,
+        ),
+        case("odd_names", none, odd_names),
+        case("name_bounds", none, name_bounds),
+        case(
+            "skewed_client_clock",
+            Needs {
+                server_clock: true,
+                ..none
+            },
+            skewed_client_clock,
+        ),
+        case("sigkill_frees_lock", none, sigkill_frees_lock),
+        case("concurrency_no_overlap", none, concurrency_no_overlap),
+        case("inspect_reports_holder", none, inspect_reports_holder),
+        case("force_release_frees_lock", none, force_release_frees_lock),
+        case("invalid_spec_rejected", none, invalid_spec_rejected),
+        case(
+            "shortest_lease_is_honoured",
+            none,
+            shortest_lease_is_honoured,
+        ),
+        case(
+            "lease_below_minimum_is_unsupported",
+            Needs {
+                min_lease_above_1ms: true,
+                ..none
+            },
+            lease_below_minimum_is_unsupported,
+        ),
+        case(
+            "lease_off_granularity_is_unsupported",
+            Needs {
+                coarse_granularity: true,
+                ..none
+            },
+            lease_off_granularity_is_unsupported,
+        ),
+        case(
+            "lease_above_maximum_is_unsupported",
+            Needs {
+                max_lease: true,
+                ..none
+            },
+            lease_above_maximum_is_unsupported,
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------- helpers
+
+async fn must_take(l: &Locker, name: &str, lease: Duration) -> Result<LockGuard, String> {
+    l.try_lock(name, lease)
+        .await
+        .ctx(&format!("try_lock {name:?} by {}", l.owner()))?
+        .ok_or_else(|| format!("{} could not take the free lock {name:?}", l.owner()))
+}
+
+async fn must_be_held(l: &Locker, name: &str, lease: Duration, why: &str) -> CaseResult {
+    let g = l
+        .try_lock(name, lease)
+        .await
+        .ctx(&format!("try_lock {name:?} by {}", l.owner()))?;
+    ensure!(g.is_none(), "{} took {name:?} although {why}", l.owner());
+    Ok(())
+}
+
+/// Polls `try_lock` until it succeeds or `limit` passes; returns the guard
+/// and the time from `since` to the successful answer.
+async fn take_when_free(
+    l: &Locker,
+    name: &str,
+    lease: Duration,
+    since: Instant,
+    limit: Duration,
+) -> Result<(LockGuard, Duration), String> {
+    loop {
+        if let Some(g) = l
+            .try_lock(name, lease)
+            .await
+            .ctx(&format!("try_lock {name:?}"))?
+        {
+            return Ok((g, since.elapsed()));
+        }
+        ensure!(
+            since.elapsed() < limit,
+            "{name:?} was still held {limit:?} after it should have been free"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn forged(lease: &Lease) -> Lease {
+    let mut f = lease.clone();
+    f.id = dlock_core::new_acquisition_id();
+    f.owner = "mallory".into();
+    f
+}
+
+fn is_lost<T>(r: &Result<T, Error>) -> bool {
+    matches!(r, Err(e) if e.is_lock_lost())
+}
+
+fn is_unsupported<T>(r: &Result<T, Error>) -> bool {
+    matches!(r, Err(Error::Unsupported { .. }))
+}
+
+/// A little under `d`: what "not before `d`" allows for clock-rate drift.
+fn just_under(d: Duration) -> Duration {
+    d.mul_f64(0.98).saturating_sub(Duration::from_millis(5))
+}
+
+fn round_up(d: Duration, g: Duration) -> Duration {
+    let g = g.as_nanos().max(1);
+    Duration::from_nanos(u64::try_from(d.as_nanos().div_ceil(g) * g).unwrap_or(u64::MAX))
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+// ---------------------------------------------------------------- cases
+
+async fn exclusive_try(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease() * 5;
+    let g = must_take(&a, &name, lease).await?;
+    ensure!(g.is_held(), "a fresh guard does not report is_held()");
+    must_be_held(&b, &name, lease, "owner-a holds it").await?;
+    must_be_held(
+        &a,
+        &name,
+        lease,
+        "owner-a already holds it (locks are not re-entrant)",
+    )
+    .await?;
+    g.release().await.ctx("release")
+}
+
+async fn independent_names(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let lease = ctx.lease() * 5;
+    let base = ctx.name("n");
+    let names = [
+        format!("{base}"),
+        format!("{base}/child"),
+        format!("{base}x"),
+        format!("{base}Email"),
+        format!("{base}email"),
+        format!("{base}email "),
+        format!("{base}%"),
+        format!("{base}_"),
+    ];
+    let mut guards = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let l = if i % 2 == 0 { &a } else { &b };
+        guards.push(
+            must_take(l, n, lease)
+                .await
+                .map_err(|e| format!("{e} (while {} other names were held)", i))?,
+        );
+    }
+    for n in &names {
+        must_be_held(&a, n, lease, "it is held").await?;
+    }
+    for g in guards {
+        g.release().await.ctx("release")?;
+    }
+    Ok(())
+}
+
+async fn release_then_reacquire(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease() * 5;
+    let g = must_take(&a, &name, lease).await?;
+    let t1 = g.token();
+    g.release().await.ctx("release")?;
+    let g2 = must_take(&b, &name, lease)
+        .await
+        .map_err(|e| format!("right after release: {e}"))?;
+    ensure!(
+        g2.token() > t1,
+        "token {} after release is not greater than {t1}",
+        g2.token()
+    );
+    g2.release().await.ctx("second release")
+}
+
+async fn only_owner_releases(ctx: Ctx) -> CaseResult {
+    let backend = ctx.fresh().await?;
+    let a = ctx.locker_on(&backend, "owner-a");
+    let b = ctx.locker("owner-b").await?;
+    let name = ctx.name("x");
+    let lease = ctx.lease() * 5;
+    let g = must_take(&a, &name, lease).await?;
+    let r = backend.release(&forged(&g.lease())).await;
+    ensure!(
+        is_lost(&r),
+        "releasing with another acquisition's lease answered {r:?}, expected LockLost"
+    );
+    must_be_held(&b, &name, lease, "the forged release must change nothing").await?;
+    ensure!(
+        g.is_held(),
+        "the real holder lost its lock to a forged release"
+    );
+    g.release().await.ctx("real release")
+}
+
+async fn only_owner_extends(ctx: Ctx) -> CaseResult {
+    let backend = ctx.fresh().await?;
+    let a = ctx.locker_on(&backend, "owner-a");
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let g = a
+        .acquire(&name)
+        .lock_for(lease)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    let r = backend.extend(&forged(&g.lease()), lease * 4).await;
+    ensure!(
+        is_lost(&r),
+        "extending with another acquisition's lease answered {r:?}, expected LockLost"
+    );
+    // The forged extension must not have lengthened the lease: it frees on time.
+    let b = ctx.locker("owner-b").await?;
+    let (g2, _) = take_when_free(
+        &b,
+        &name,
+        lease * 5,
+        g.lease().acquired_at,
+        ctx.expiry_bound(lease),
+    )
+    .await?;
+    g2.release().await.ctx("release")
+}
+
+async fn stale_lease_gets_lock_lost(ctx: Ctx) -> CaseResult {
+    let backend = ctx.fresh().await?;
+    let a = ctx.locker_on(&backend, "owner-a");
+    let (b, c) = (ctx.locker("owner-b").await?, ctx.locker("owner-c").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let g = a
+        .acquire(&name)
+        .lock_for(lease)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    let old = g.lease();
+    let (g2, _) = take_when_free(
+        &b,
+        &name,
+        lease * 5,
+        old.acquired_at,
+        ctx.expiry_bound(lease),
+    )
+    .await?;
+    ensure!(
+        g2.token() > old.token,
+        "new holder's token {} not above the expired one {}",
+        g2.token(),
+        old.token
+    );
+    let r = backend.extend(&old, lease).await;
+    ensure!(
+        is_lost(&r),
+        "extending an expired, taken-over lease answered {r:?}"
+    );
+    let r = backend.release(&old).await;
+    ensure!(
+        is_lost(&r),
+        "releasing an expired, taken-over lease answered {r:?}"
+    );
+    must_be_held(
+        &c,
+        &name,
+        lease,
+        "owner-b holds it and the stale calls must change nothing",
+    )
+    .await?;
+    ensure!(
+        g2.is_held(),
+        "the new holder lost its lock to a stale lease"
+    );
+    drop(g);
+    g2.release().await.ctx("release")
+}
+
+async fn release_after_loss_is_lock_lost(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let g = a
+        .acquire(&name)
+        .lock_for(lease)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    let (g2, _) = take_when_free(
+        &b,
+        &name,
+        lease * 5,
+        g.lease().acquired_at,
+        ctx.expiry_bound(lease),
+    )
+    .await?;
+    ensure!(
+        !g.is_held(),
+        "is_held() still true after the lease expired and was taken over"
+    );
+    let r = g.release().await;
+    ensure!(
+        is_lost(&r),
+        "release of a lost guard answered {r:?}, expected LockLost (loss is never silent)"
+    );
+    ensure!(g2.is_held(), "new holder affected");
+    g2.release().await.ctx("release")
+}
+
+async fn expiry_after_at_most(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let t0 = Instant::now();
+    let g = a
+        .acquire(&name)
+        .lock_for(lease)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    let (g2, took) = take_when_free(&b, &name, lease * 5, t0, ctx.expiry_bound(lease)).await?;
+    ensure!(
+        took >= just_under(lease),
+        "lock of {lease:?} was free again after only {took:?}"
+    );
+    drop(g);
+    g2.release().await.ctx("release")
+}
+
+async fn at_least_after_release(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let at_least = round_up(Duration::from_secs(2), ctx.caps.lease_granularity);
+    let at_most = ctx.lease_at_least(at_least + Duration::from_secs(1));
+    let t0 = Instant::now();
+    let g = a
+        .acquire(&name)
+        .lock_for(at_most)
+        .at_least(at_least)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    g.release().await.ctx("early release")?;
+    must_be_held(
+        &b,
+        &name,
+        at_most,
+        "it was released before lock_at_least_for passed",
+    )
+    .await?;
+    let (g2, took) = take_when_free(&b, &name, at_most, t0, ctx.expiry_bound(at_least)).await?;
+    ensure!(
+        took >= just_under(at_least),
+        "lock_at_least_for {at_least:?} ended after only {took:?}"
+    );
+    g2.release().await.ctx("release")
+}
+
+async fn at_least_after_exit(ctx: Ctx) -> CaseResult {
+    let b = ctx.locker("owner-b").await?;
+    let name = ctx.name("x");
+    let at_least = round_up(Duration::from_secs(2), ctx.caps.lease_granularity);
+    let at_most = ctx.lease_at_least(at_least + Duration::from_secs(1));
+    let t_spawn = Instant::now();
+    let mut child = ctx.spawn_child(Role::Hold {
+        name: name.clone(),
+        owner: "child".into(),
+        at_most_ms: ms(at_most),
+        at_least_ms: ms(at_least),
+        keep_alive: false,
+        wait_ms: 0,
+        after: After::ReleaseAndExit,
+    })?;
+    let token: u64 = child.expect("ACQUIRED", Duration::from_secs(30)).await?[0]
+        .parse()
+        .map_err(|_| "bad token")?;
+    child.expect("RELEASED", Duration::from_secs(30)).await?;
+    let t_released = Instant::now();
+    ensure!(
+        child.wait(Duration::from_secs(10)).await?,
+        "child exited with failure"
+    );
+    must_be_held(
+        &b,
+        &name,
+        at_most,
+        "its holder released early and exited within lock_at_least_for",
+    )
+    .await?;
+    let bound = ctx.expiry_bound(at_least);
+    let (g, _) = take_when_free(&b, &name, at_most, t_released, bound).await?;
+    let since_spawn = t_spawn.elapsed();
+    ensure!(
+        since_spawn >= just_under(at_least),
+        "lock_at_least_for {at_least:?} ended {since_spawn:?} after the holder started"
+    );
+    ensure!(
+        g.token().0 > token,
+        "token {} not above the child's {token}",
+        g.token()
+    );
+    g.release().await.ctx("release")
+}
+
+async fn tokens_strictly_increase(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let mut seen = Vec::new();
+    // across owners and releases
+    for l in [&a, &b, &a] {
+        let g = must_take(l, &name, lease * 5).await?;
+        seen.push(g.token().0);
+        g.release().await.ctx("release")?;
+    }
+    // across an expiry
+    let g = a
+        .acquire(&name)
+        .lock_for(lease)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    seen.push(g.token().0);
+    let (g2, _) = take_when_free(
+        &b,
+        &name,
+        lease * 5,
+        g.lease().acquired_at,
+        ctx.expiry_bound(lease),
+    )
+    .await?;
+    seen.push(g2.token().0);
+    drop(g);
+    g2.release().await.ctx("release")?;
+    // across a reconnect
+    drop(a);
+    let c = ctx.locker("owner-c").await?;
+    let g = must_take(&c, &name, lease * 5).await?;
+    seen.push(g.token().0);
+    g.release().await.ctx("release")?;
+    ensure!(
+        seen.windows(2).all(|w| w[1] > w[0]),
+        "tokens did not strictly increase: {seen:?}"
+    );
+    Ok(())
+}
+
+async fn wait_wakes_on_release(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease() * 5;
+    let g = must_take(&a, &name, lease).await?;
+    let n2 = name.clone();
+    let waiter = tokio::spawn(async move {
+        let r = b.lock(n2, lease, Duration::from_secs(60) + lease).await;
+        (r, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(
+        !waiter.is_finished(),
+        "the waiter returned while the lock was held"
+    );
+    let t_rel = Instant::now();
+    g.release().await.ctx("release")?;
+    let (r, t_got) = waiter.await.map_err(|e| format!("waiter task: {e}"))?;
+    let g2 = r
+        .ctx("lock() while waiting")?
+        .ok_or("lock() gave up although the lock was released")?;
+    let woke = t_got.duration_since(t_rel);
+    let limit = if ctx.caps.release_notifies_waiters {
+        Duration::from_millis(1000)
+    } else {
+        ctx.caps.poll_interval * 2 + Duration::from_millis(1000)
+    };
+    ensure!(
+        woke <= limit,
+        "waiter took {woke:?} to notice the release (limit {limit:?}, notifies: {})",
+        ctx.caps.release_notifies_waiters
+    );
+    g2.release().await.ctx("release")
+}
+
+async fn wait_honours_timeout(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease() * 5;
+    let g = must_take(&a, &name, lease).await?;
+    let wait = Duration::from_millis(1500);
+    let t0 = Instant::now();
+    let r = b
+        .lock(&name, lease, wait)
+        .await
+        .ctx("lock() with a timeout")?;
+    let took = t0.elapsed();
+    ensure!(
+        r.is_none(),
+        "lock() returned a guard while another owner held the lock"
+    );
+    ensure!(
+        took >= wait - Duration::from_millis(10),
+        "lock() gave up after {took:?}, before its {wait:?} wait"
+    );
+    ensure!(
+        took <= wait + ctx.caps.poll_interval + Duration::from_secs(2),
+        "lock() overran its {wait:?} wait: {took:?}"
+    );
+    g.release().await.ctx("release")
+}
+
+async fn keep_alive_survives_many_leases(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let g = a
+        .acquire(&name)
+        .lock_for(lease)
+        .keep_alive(true)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    let lost = g.lost();
+    let t0 = Instant::now();
+    while t0.elapsed() < lease.mul_f64(3.5) {
+        ensure!(
+            g.is_held(),
+            "keep-alive lost the lock after {:?} (lease {lease:?}): {:?}",
+            t0.elapsed(),
+            lost.reason()
+        );
+        must_be_held(&b, &name, lease, "its holder keeps it alive").await?;
+        tokio::time::sleep(lease / 4).await;
+    }
+    ensure!(
+        !lost.is_lost(),
+        "lost() fired although keep-alive was on: {:?}",
+        lost.reason()
+    );
+    g.release().await.ctx("release after keep-alive")
+}
+
+async fn lost_fires_without_keep_alive(ctx: Ctx) -> CaseResult {
+    let a = ctx.locker("owner-a").await?;
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let t0 = Instant::now();
+    let g = a
+        .acquire(&name)
+        .lock_for(lease)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    ensure!(g.is_held(), "fresh guard not held");
+    let reason = tokio::time::timeout(lease + Duration::from_secs(1), g.lost().wait())
+        .await
+        .map_err(|_| {
+            format!(
+                "lost() did not fire within {:?} of a {lease:?} lease without keep-alive",
+                lease + Duration::from_secs(1)
+            )
+        })?;
+    ensure!(
+        t0.elapsed() <= lease + Duration::from_millis(500),
+        "lost() fired late"
+    );
+    ensure!(!reason.is_empty(), "lost() gave no reason");
+    ensure!(!g.is_held(), "is_held() still true after lost() fired");
+    let r = g.release().await;
+    ensure!(
+        is_lost(&r),
+        "release after loss answered {r:?}, expected LockLost"
+    );
+    Ok(())
+}
+
+async fn lost_fires_when_coordinator_gone(ctx: Ctx) -> CaseResult {
+    let up = upstream(&ctx.url).ok_or("the URL has no single host:port for the proxy")?;
+    let mut proxy = Proxy::start(up).await?;
+    let via = redirect(&ctx.url, proxy.addr()).ok_or("cannot point the URL at the proxy")?;
+    let a = Locker::from_arc(ctx.connect_url(&via).await?)
+        .with_owner("owner-a")
+        .ctx("owner")?;
+    let b = ctx.locker("owner-b").await?;
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let g = must_take(&a, &name, lease).await?;
+    tokio::time::sleep(lease / 2).await;
+    ensure!(g.is_held(), "guard not held before the cut");
+    proxy.cut();
+    let t_cut = Instant::now();
+    let limit = lease + Duration::from_secs(2);
+    let reason = tokio::time::timeout(limit, g.lost().wait())
+        .await
+        .map_err(|_| {
+            format!("lost() did not fire within {limit:?} after the coordinator became unreachable")
+        })?;
+    ensure!(!g.is_held(), "is_held() true after lost(): {reason}");
+    let (g2, _) = take_when_free(&b, &name, lease * 5, t_cut, ctx.expiry_bound(lease)).await?;
+    ensure!(g2.token() > g.token(), "token did not grow after the cut");
+    g2.release().await.ctx("release")?;
+    let r = tokio::time::timeout(Duration::from_secs(30), g.release())
+        .await
+        .map_err(|_| "release through a dead connection hung for 30 s".to_string())?;
+    ensure!(
+        r.is_err(),
+        "release through a cut connection of a lost lease answered Ok"
+    );
+    Ok(())
+}
+
+async fn unreachable_coordinator_is_err_fast(ctx: Ctx) -> CaseResult {
+    let url = match &ctx.unreachable_url {
+        Some(u) => u.clone(),
+        None => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").ctx("bind")?;
+            let addr = l.local_addr().ctx("addr")?;
+            drop(l);
+            redirect(&ctx.url, addr)
+                .ok_or("no host:port in the URL; give Suite::unreachable_url")?
+        }
+    };
+    let t0 = Instant::now();
+    let limit = Duration::from_secs(20);
+    let r = tokio::time::timeout(limit, async {
+        match (ctx.connect)(url.clone()).await {
+            Err(e) => Err(e),
+            Ok(b) => b
+                .try_acquire(&ctx.spec("x", "owner-a", ctx.lease()))
+                .await
+                .map(|_| ()),
+        }
+    })
+    .await
+    .map_err(|_| format!("connect + acquire on an unreachable coordinator hung for {limit:?}"))?;
+    match r {
+        Ok(()) => Err("an unreachable coordinator answered Ok".into()),
+        Err(e) if e.is_lock_lost() => Err(format!("unreachable coordinator gave LockLost: {e}")),
+        Err(e) => {
+            let msg = e.to_string();
+            ensure!(!msg.is_empty(), "empty error");
+            ensure!(t0.elapsed() < limit, "took too long");
+            Ok(())
+        }
+    }
+}
+
+/// Names that break naive SQL, paths, URLs and collations.
+pub fn odd_name_list() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "quote'",
+        "dq\"",
+        "pct%",
+        "%",
+        "_",
+        "under_",
+        "slash/x",
+        "/lead",
+        "trail/",
+        "a//b",
+        "..",
+        ".",
+        "a/../b",
+        "semi;colon",
+        "back\\slash",
+        "sp ace",
+        "Email",
+        "email",
+        "email ",
+        " email",
+        "ünïcødé ✓ 锁",
+        "🔒",
+        "*",
+        "?q#h&x=1",
+        "tab\tnew\nline",
+        "$(rm)",
+        "--",
+        "null",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push("x".repeat(255));
+    v.push(format!("{}x", "é".repeat(127)));
+    v
+}
+
+async fn odd_names(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let lease = ctx.lease() * 10;
+    let names = odd_name_list();
+    let mut guards = Vec::new();
+    for n in &names {
+        guards.push(
+            must_take(&a, n, lease)
+                .await
+                .map_err(|e| format!("odd name {n:?}: {e}"))?,
+        );
+    }
+    for (n, g) in names.iter().zip(&guards) {
+        must_be_held(&b, n, lease, "it is held")
+            .await
+            .map_err(|e| format!("odd name {n:?}: {e}"))?;
+        let info = b
+            .inspect(n)
+            .await
+            .ctx(&format!("inspect {n:?}"))?
+            .ok_or_else(|| format!("inspect {n:?}: not held?"))?;
+        ensure!(
+            info.name.as_str() == n,
+            "inspect of {n:?} named {:?}",
+            info.name
+        );
+        ensure!(
+            info.owner == "owner-a",
+            "inspect of {n:?} says owner {:?}",
+            info.owner
+        );
+        ensure!(
+            info.token == g.token(),
+            "inspect of {n:?} says token {} not {}",
+            info.token,
+            g.token()
+        );
+    }
+    for g in guards {
+        g.release().await.ctx("release")?;
+    }
+    for n in &names {
+        let g = must_take(&b, n, lease)
+            .await
+            .map_err(|e| format!("after release, {n:?}: {e}"))?;
+        g.release().await.ctx("release")?;
+    }
+    Ok(())
+}
+
+async fn name_bounds(ctx: Ctx) -> CaseResult {
+    let a = ctx.locker("owner-a").await?;
+    let lease = ctx.lease();
+    for bad in [
+        String::new(),
+        "x".repeat(256),
+        format!("{}xy", "é".repeat(127)),
+    ] {
+        let r = a.try_lock(bad.clone(), lease).await;
+        ensure!(
+            matches!(r, Err(Error::InvalidName { .. })),
+            "name of {} bytes answered {r:?}",
+            bad.len()
+        );
+    }
+    let r = a.inspect("").await;
+    ensure!(
+        matches!(r, Err(Error::InvalidName { .. })),
+        "inspect of an empty name answered {r:?}"
+    );
+    let g = must_take(&a, &"y".repeat(255), lease).await?;
+    g.release().await.ctx("release")
+}
+
+fn faketime_lib() -> Result<String, String> {
+    for p in [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ] {
+        if std::path::Path::new(p).exists() {
+            return Ok(p.to_string());
+        }
+    }
+    Err("libfaketime is not installed (Debian package faketime; scripts/install-deps.sh installs it)".into())
+}
+
+fn wall_ms_now() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i128)
+        .unwrap_or(0)
+}
+
+async fn skewed_client_clock(ctx: Ctx) -> CaseResult {
+    let lib = faketime_lib()?;
+    let b = ctx.locker("owner-b").await?;
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let skew = |offset: &'static str| {
+        vec![
+            ("LD_PRELOAD", lib.clone()),
+            ("FAKETIME", offset.to_string()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+            ("FAKETIME_NO_CACHE", "1".to_string()),
+        ]
+    };
+    let env_ref = |v: &Vec<(&'static str, String)>| {
+        v.iter().map(|(k, s)| (*k, s.clone())).collect::<Vec<_>>()
+    };
+    // A holder whose clock runs two hours ahead: the lock must not look expired to anyone.
+    let ahead = env_ref(&skew("+2h"));
+    let ahead: Vec<(&str, &str)> = ahead.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let t_spawn = Instant::now();
+    let mut child = ctx.spawn_child_env(
+        Role::Hold {
+            name: name.clone(),
+            owner: "skewed-ahead".into(),
+            at_most_ms: ms(lease),
+            at_least_ms: 0,
+            keep_alive: false,
+            wait_ms: 0,
+            after: After::Hang,
+        },
+        &ahead,
+    )?;
+    let w = child.expect("ACQUIRED", Duration::from_secs(30)).await?;
+    let token: u64 = w[0].parse().map_err(|_| "bad token")?;
+    let child_clock: i128 = w
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no clock in child line")?;
+    let offset = child_clock - wall_ms_now();
+    ensure!(
+        (offset - 7_200_000).abs() < 120_000,
+        "faketime had no effect: the child's clock is {offset} ms off, expected +2h"
+    );
+    must_be_held(&b, &name, lease, "a holder with a fast clock holds it").await?;
+    let (g, _) = take_when_free(
+        &b,
+        &name,
+        lease * 10,
+        t_spawn,
+        ctx.expiry_bound(lease) + Duration::from_secs(3),
+    )
+    .await?;
+    let held_for = t_spawn.elapsed();
+    ensure!(
+        held_for >= just_under(lease),
+        "the fast-clock holder's lease ended after {held_for:?}"
+    );
+    ensure!(g.token().0 > token, "token did not grow");
+    child.kill().await?;
+    // A contender whose clock runs two hours behind must still see the lock held...
+    let behind = env_ref(&skew("-2h"));
+    let behind: Vec<(&str, &str)> = behind.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let try_role = Role::Try {
+        name: name.clone(),
+        owner: "skewed-behind".into(),
+        at_most_ms: ms(lease),
+    };
+    let mut c = ctx.spawn_child_env(try_role.clone(), &behind)?;
+    let line = c.next_line(Duration::from_secs(30)).await?;
+    ensure!(
+        line.starts_with("HELD"),
+        "a slow-clock contender got a held lock: {line}"
+    );
+    c.wait(Duration::from_secs(10)).await?;
+    let t_b = g.token().0;
+    g.release().await.ctx("release")?;
+    // ...and take it once free, with a larger token.
+    let mut c = ctx.spawn_child_env(try_role, &behind)?;
+    let w = c.expect("ACQUIRED", Duration::from_secs(30)).await?;
+    let t_c: u64 = w[0].parse().map_err(|_| "bad token")?;
+    ensure!(t_c > t_b, "slow-clock holder's token {t_c} not above {t_b}");
+    c.wait(Duration::from_secs(10)).await?;
+    Ok(())
+}
+
+async fn sigkill_frees_lock(ctx: Ctx) -> CaseResult {
+    let b = ctx.locker("owner-b").await?;
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let mut child = ctx.spawn_child(Role::Hold {
+        name: name.clone(),
+        owner: "doomed".into(),
+        at_most_ms: ms(lease),
+        at_least_ms: 0,
+        keep_alive: true,
+        wait_ms: 0,
+        after: After::Hang,
+    })?;
+    let token: u64 = child.expect("ACQUIRED", Duration::from_secs(30)).await?[0]
+        .parse()
+        .map_err(|_| "bad token")?;
+    // Keep-alive must carry it past its first lease.
+    tokio::time::sleep(lease + lease / 2).await;
+    must_be_held(&b, &name, lease, "the child holds it with keep-alive").await?;
+    child.kill().await?;
+    let t_kill = Instant::now();
+    must_be_held(&b, &name, lease, "its holder was killed only just now").await?;
+    let (g, took) = take_when_free(&b, &name, lease * 5, t_kill, ctx.expiry_bound(lease)).await?;
+    ensure!(
+        g.token().0 > token,
+        "token did not grow after the holder was killed"
+    );
+    let _ = took;
+    g.release().await.ctx("release")
+}
+
+async fn concurrency_no_overlap(ctx: Ctx) -> CaseResult {
+    const TASKS: usize = 8;
+    const PROCS: usize = 3;
+    const PROC_TASKS: usize = 2;
+    const PER_TASK: usize = 143; // (8 + 3*2) * 143 = 2002 acquisitions
+    let names: Vec<String> = (0..3).map(|i| ctx.name(&format!("hot{i}"))).collect();
+    let lease = ctx.lease_at_least(Duration::from_secs(2));
+    let mut children = Vec::new();
+    for p in 0..PROCS {
+        children.push(ctx.spawn_child(Role::Work {
+            names: names.clone(),
+            tasks: PROC_TASKS,
+            per_task: PER_TASK,
+            lease_ms: ms(lease),
+            owner: format!("proc{p}"),
+        })?);
+    }
+    let backend: Arc<dyn LockBackend> = ctx.fresh().await?;
+    let mut set = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let l = ctx.locker_on(&backend, &format!("task{t}"));
+        let names = names.clone();
+        set.spawn(work(l, names, PER_TASK, lease, t % 2 == 1));
+    }
+    let mut all: Vec<Hold> = Vec::new();
+    while let Some(r) = set.join_next().await {
+        all.extend(r.map_err(|e| format!("task: {e}"))??);
+    }
+    for mut c in children {
+        all.extend(c.holds(Duration::from_secs(300)).await?);
+    }
+    ensure!(
+        all.len() >= 2000,
+        "only {} acquisitions recorded",
+        all.len()
+    );
+    check_history(&all)
+}
+
+async fn inspect_reports_holder(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    ensure!(
+        b.inspect(&name).await.ctx("inspect free")?.is_none(),
+        "inspect of a never-taken lock reports a holder"
+    );
+    let lease = ctx.lease() * 5;
+    let g = must_take(&a, &name, lease).await?;
+    let info = b
+        .inspect(&name)
+        .await
+        .ctx("inspect")?
+        .ok_or("inspect of a held lock says free")?;
+    ensure!(info.owner == "owner-a", "inspect owner {:?}", info.owner);
+    ensure!(
+        info.token == g.token(),
+        "inspect token {} vs {}",
+        info.token,
+        g.token()
+    );
+    if let (Some(at), Some(until)) = (info.locked_at, info.lock_until) {
+        ensure!(
+            until > at,
+            "lock_until {until:?} not after locked_at {at:?}"
+        );
+    }
+    g.release().await.ctx("release")?;
+    ensure!(
+        b.inspect(&name)
+            .await
+            .ctx("inspect after release")?
+            .is_none(),
+        "inspect after release reports a holder"
+    );
+    Ok(())
+}
+
+async fn force_release_frees_lock(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease() * 5;
+    let g = must_take(&a, &name, lease).await?;
+    ensure!(
+        b.force_release(&name).await.ctx("force_release")?,
+        "force_release of a held lock answered false"
+    );
+    let g2 = must_take(&b, &name, lease)
+        .await
+        .map_err(|e| format!("after force_release: {e}"))?;
+    ensure!(
+        g2.token() > g.token(),
+        "token did not grow after force_release"
+    );
+    let r = g.extend(lease).await;
+    ensure!(
+        is_lost(&r),
+        "extend by the forcibly released holder answered {r:?}"
+    );
+    let r = g.release().await;
+    ensure!(
+        is_lost(&r),
+        "release by the forcibly released holder answered {r:?}"
+    );
+    ensure!(g2.is_held(), "new holder affected");
+    g2.release().await.ctx("release")?;
+    ensure!(
+        !b.force_release(&name).await.ctx("force_release free")?,
+        "force_release of a free lock answered true"
+    );
+    Ok(())
+}
+
+async fn invalid_spec_rejected(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let r = a.try_lock(&name, Duration::ZERO).await;
+    ensure!(
+        matches!(r, Err(Error::InvalidConfig(_))),
+        "zero lock_for answered {r:?}"
+    );
+    let r = a
+        .acquire(&name)
+        .lock_for(lease)
+        .at_least(lease * 2)
+        .try_lock()
+        .await;
+    ensure!(
+        matches!(r, Err(Error::InvalidConfig(_))),
+        "at_least > at_most answered {r:?}"
+    );
+    let g = must_take(&b, &name, lease)
+        .await
+        .map_err(|e| format!("rejected requests must change nothing: {e}"))?;
+    g.release().await.ctx("release")
+}
+
+async fn shortest_lease_is_honoured(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let shortest = ctx
+        .caps
+        .test_lease(Duration::ZERO)
+        .max(Duration::from_millis(200));
+    let shortest = round_up(shortest, ctx.caps.lease_granularity);
+    let t0 = Instant::now();
+    let g = a
+        .acquire(&name)
+        .lock_for(shortest)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx(&format!("the declared shortest lease {shortest:?}"))?
+        .ok_or("free lock not taken")?;
+    let (g2, took) = take_when_free(
+        &b,
+        &name,
+        shortest.max(Duration::from_secs(1)) * 5,
+        t0,
+        ctx.expiry_bound(shortest),
+    )
+    .await?;
+    ensure!(
+        took >= just_under(shortest),
+        "the shortest lease {shortest:?} ended after {took:?}"
+    );
+    drop(g);
+    g2.release().await.ctx("release")
+}
+
+async fn lease_below_minimum_is_unsupported(ctx: Ctx) -> CaseResult {
+    let backend = ctx.fresh().await?;
+    let g = ctx.caps.lease_granularity;
+    let below = if ctx.caps.min_lease > g && ctx.caps.min_lease - g >= g {
+        ctx.caps.min_lease - g
+    } else {
+        ctx.caps.min_lease / 2
+    };
+    let r = backend
+        .try_acquire(&ctx.spec(&ctx.name("x"), "owner-a", below))
+        .await;
+    ensure!(
+        is_unsupported(&r),
+        "a lease of {below:?} below the declared minimum {:?} answered {r:?}",
+        ctx.caps.min_lease
+    );
+    Ok(())
+}
+
+async fn lease_off_granularity_is_unsupported(ctx: Ctx) -> CaseResult {
+    let backend = ctx.fresh().await?;
+    let odd = ctx.lease() + ctx.caps.lease_granularity / 2;
+    let r = backend
+        .try_acquire(&ctx.spec(&ctx.name("x"), "owner-a", odd))
+        .await;
+    ensure!(
+        is_unsupported(&r),
+        "a lease of {odd:?}, not a multiple of {:?}, answered {r:?}",
+        ctx.caps.lease_granularity
+    );
+    Ok(())
+}
+
+async fn lease_above_maximum_is_unsupported(ctx: Ctx) -> CaseResult {
+    let backend = ctx.fresh().await?;
+    let max = ctx.caps.max_lease.ok_or("no max")?;
+    let over = round_up(max + ctx.caps.lease_granularity, ctx.caps.lease_granularity);
+    let r = backend
+        .try_acquire(&ctx.spec(&ctx.name("x"), "owner-a", over))
+        .await;
+    ensure!(
+        is_unsupported(&r),
+        "a lease of {over:?} above the declared maximum {max:?} answered {r:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! What every case receives: fresh connections, lockers, lease sizes, children.
+
+use crate::child::{ChildProc, ChildSpec};
+use crate::{ConnectFn, Prepared};
+use dlock_core::{Capabilities, LockBackend, LockName, LockSpec, Locker};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The environment of one case.
+#[derive(Clone)]
+pub struct Ctx {
+    /// Backend kind.
+    pub backend: &'static str,
+    /// The namespaced URL this run uses.
+    pub url: String,
+    /// The URL as configured, without namespace.
+    pub base_url: String,
+    /// The backend's declared capabilities.
+    pub caps: Capabilities,
+    pub(crate) connect: ConnectFn,
+    pub(crate) unreachable_url: Option<String>,
+    pub(crate) case: &'static str,
+}
+
+impl Ctx {
+    pub(crate) fn new(backend: &'static str, p: Prepared) -> Self {
+        Ctx {
+            backend,
+            url: p.url,
+            base_url: p.base_url,
+            caps: p.caps,
+            connect: p.connect,
+            unreachable_url: p.unreachable_url,
+            case: "",
+        }
+    }
+
+    pub(crate) fn for_case(mut self, case: &'static str) -> Self {
+        self.case = case;
+        self
+    }
+
+    /// A new connection to the coordinator.
+    pub async fn fresh(&self) -> Result<Arc<dyn LockBackend>, String> {
+        self.connect_url(&self.url).await
+    }
+
+    /// A new connection to an arbitrary URL (the proxy, an unreachable one).
+    pub async fn connect_url(&self, url: &str) -> Result<Arc<dyn LockBackend>, String> {
+        (self.connect)(url.to_string())
+            .await
+            .map_err(|e| format!("connect failed: {e}"))
+    }
+
+    /// A locker on a new connection, with `owner`.
+    pub async fn locker(&self, owner: &str) -> Result<Locker, String> {
+        let b = self.fresh().await?;
+        Locker::from_arc(b)
+            .with_owner(owner)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A locker sharing `backend`, with `owner`.
+    pub fn locker_on(&self, backend: &Arc<dyn LockBackend>, owner: &str) -> Locker {
+        Locker::from_arc(backend.clone())
+            .with_owner(owner)
+            .expect("valid owner")
+    }
+
+    /// A lock name unique to this case (so cases sharing a namespace never meet).
+    pub fn name(&self, suffix: &str) -> String {
+        format!("{}/{}", self.case, suffix)
+    }
+
+    /// The lease the suite uses for this backend: 1 s or the backend's minimum.
+    pub fn lease(&self) -> Duration {
+        self.caps.test_lease(Duration::from_secs(1))
+    }
+
+    /// A lease of at least `floor`, honouring the backend's bounds.
+    pub fn lease_at_least(&self, floor: Duration) -> Duration {
+        self.caps.test_lease(floor)
+    }
+
+    /// The longest an abandoned lease of `lease` may take to free up, plus
+    /// a generous margin for a loaded machine.
+    pub fn expiry_bound(&self, lease: Duration) -> Duration {
+        lease + self.caps.expiry_slack + Duration::from_millis(1500)
+    }
+
+    /// A spec for `name` by `owner` with `at_most`.
+    pub fn spec(&self, name: &str, owner: &str, at_most: Duration) -> LockSpec {
+        LockSpec::new(LockName::new(name).expect("valid name"), owner, at_most).expect("valid spec")
+    }
+
+    /// Spawns this test binary as a child process playing `spec`'s role.
+    pub fn spawn_child(&self, spec: ChildSpec) -> Result<ChildProc, String> {
+        ChildProc::spawn(&self.url, spec, &[])
+    }
+
+    /// Like [`Ctx::spawn_child`], with extra environment variables.
+    pub fn spawn_child_env(
+        &self,
+        spec: ChildSpec,
+        env: &[(&str, &str)],
+    ) -> Result<ChildProc, String> {
+        ChildProc::spawn(&self.url, spec, env)
+    }
+}
+
+/// Fails the case with a message unless `cond`.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(format!($($arg)+));
+        }
+    };
+}
+
+/// Converts any displayable error into a case failure with context.
+pub trait Context<T> {
+    /// Adds `what` to the error message.
+    fn ctx(self, what: &str) -> Result<T, String>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
+    fn ctx(self, what: &str) -> Result<T, String> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
