@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every dlock test against real coordinators, as CI does.
+#
+#   bash scripts/test.sh
+#
+# 1. installs the Debian packages the tests need when missing (install-deps.sh),
+# 2. starts PostgreSQL, MariaDB, etcd, ZooKeeper and Consul on loopback
+#    (coordinators.sh; a DLOCK_TEST_<X>_URL already set in the environment
+#    means "use that server instead"), and reads .run/env,
+# 3. runs the whole workspace's tests with all backends (the conformance
+#    suite runs unchanged against every coordinator), then the fault tests
+#    that restart coordinators, one at a time, then the doc tests,
+# 4. runs the README's example,
+# 5. stops the coordinators it started (DLOCK_KEEP_COORDINATORS=1 keeps them).
+#
+# Extra arguments go to the main `cargo nextest run` (e.g. a test filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+if [[ "${DLOCK_KEEP_COORDINATORS:-0}" != 1 ]]; then
+    trap 'bash scripts/coordinators.sh stop >/dev/null 2>&1 || true' EXIT
+fi
+bash scripts/coordinators.sh start
+# shellcheck disable=SC1091
+source .run/env
+
+# Every coordinator must be configured: a suite that cannot reach its
+# coordinator fails; it never skips.
+for v in DLOCK_TEST_POSTGRES_URL DLOCK_TEST_MYSQL_URL DLOCK_TEST_ETCD_URL \
+         DLOCK_TEST_ZOOKEEPER_URL DLOCK_TEST_CONSUL_URL; do
+    if [[ -z "${!v:-}" ]]; then
+        echo "test.sh: $v is not set after starting the coordinators" >&2
+        exit 1
+    fi
+done
+
+export RUST_BACKTRACE=1
+# Conformance cases mostly wait on leases; more threads than cores is fine.
+cargo nextest run --workspace --all-features --no-fail-fast --test-threads 6 \
+    -E 'not binary(faults)' "$@"
+# Fault tests restart shared coordinators: alone and one at a time.
+cargo nextest run --workspace --all-features --no-fail-fast --test-threads 1 \
+    --no-tests warn -E 'binary(faults)'
+cargo test --workspace --all-features --doc
+
+# The README's first command: three simulated nodes on SQLite.
+cargo run -q -p dlock --example scheduled_nodes
