@@ -96,13 +96,18 @@ pub async fn connect(url: &str) -> Result<Locker> {
         )));
     };
     if !entry.enabled {
-        return Err(Error::InvalidConfig(format!(
-            "URL scheme {scheme:?} needs the {} backend, which this build does not include: \
-             enable the `{}` feature of the dlock crate",
-            entry.backend, entry.feature
-        )));
+        return Err(feature_off(entry, &scheme));
     }
     connect_enabled(entry.backend, url).await
+}
+
+/// The error for a known scheme whose backend this build leaves out.
+fn feature_off(entry: &BackendScheme, scheme: &str) -> Error {
+    Error::InvalidConfig(format!(
+        "URL scheme {scheme:?} needs the {} backend, which this build does not include: \
+         enable the `{}` feature of the dlock crate",
+        entry.backend, entry.feature
+    ))
 }
 
 #[allow(unused_variables, clippy::needless_return)]
@@ -156,11 +161,28 @@ mod tests {
 
     #[tokio::test]
     async fn disabled_feature_is_named() {
+        // Whatever this build includes, the message for a left-out backend names its feature.
+        for s in SCHEMES {
+            let off = BackendScheme { enabled: false, ..*s };
+            let e = feature_off(&off, s.schemes[0]).to_string();
+            assert!(e.contains(&format!("`{}` feature", s.feature)), "{e}");
+            assert!(e.contains(s.backend), "{e}");
+        }
+        // And connect() really answers with it for the ones left out of this build.
         for s in SCHEMES.iter().filter(|s| !s.enabled) {
             let url = format!("{}://127.0.0.1:1/x", s.schemes[0]);
             let e = connect(&url).await.unwrap_err().to_string();
             assert!(e.contains(&format!("`{}` feature", s.feature)), "{e}");
         }
+    }
+
+    #[test]
+    fn every_scheme_is_listed_once() {
+        let mut all: Vec<_> = SCHEMES.iter().flat_map(|s| s.schemes.iter()).collect();
+        let n = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n);
     }
 
     #[test]
