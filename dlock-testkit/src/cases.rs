@@ -264,7 +264,7 @@ async fn independent_names(ctx: Ctx) -> CaseResult {
     let lease = ctx.lease() * 5;
     let base = ctx.name("n");
     let names = [
-        format!("{base}"),
+        base.clone(),
         format!("{base}/child"),
         format!("{base}x"),
         format!("{base}Email"),
