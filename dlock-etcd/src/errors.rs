@@ -1,0 +1,100 @@
+//! Turning etcd-client errors into dlock errors that say what to do.
+
+use crate::KIND;
+use dlock_core::Error;
+
+/// What kind of trouble an etcd error is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Wrong user name or password.
+    BadCredentials,
+    /// Authentication is enabled on the server but the URL names no user.
+    AuthRequired,
+    /// The user lacks permission on the key prefix.
+    PermissionDenied,
+    /// The lease named in the request does not exist (expired or revoked).
+    LeaseNotFound,
+    /// Anything else.
+    Other,
+}
+
+pub(crate) fn classify(e: &etcd_client::Error) -> Class {
+    let msg = match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
+        etcd_client::Error::LeaseKeepAliveError(m) => m.clone(),
+        _ => return Class::Other,
+    };
+    let msg = msg.to_ascii_lowercase();
+    if msg.contains("authentication failed") || msg.contains("invalid user id or password") {
+        Class::BadCredentials
+    } else if msg.contains("user name is empty") {
+        Class::AuthRequired
+    } else if msg.contains("permission denied") {
+        Class::PermissionDenied
+    } else if msg.contains("lease not found") {
+        Class::LeaseNotFound
+    } else {
+        Class::Other
+    }
+}
+
+/// A short description of the failure, without the client library's noise.
+fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            let m = s.message();
+            if m.is_empty() {
+                format!("{:?}", s.code())
+            } else {
+                format!("{} ({:?})", m, s.code())
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Maps an error of a request made during `operation` on the cluster `target`.
+pub(crate) fn map(
+    operation: &'static str,
+    target: &str,
+    prefix: &str,
+    user: Option<&str>,
+    e: etcd_client::Error,
+) -> Error {
+    let what = describe(&e);
+    match classify(&e) {
+        Class::BadCredentials => Error::connect(
+            KIND,
+            target,
+            format!(
+                "authentication failed for user {:?}: {what}; check the user name and password in the URL",
+                user.unwrap_or_default()
+            ),
+            Some(Box::new(e)),
+        ),
+        Class::AuthRequired => Error::connect(
+            KIND,
+            target,
+            format!(
+                "the server has authentication enabled ({what}): put user:password@ in the URL"
+            ),
+            Some(Box::new(e)),
+        ),
+        Class::PermissionDenied => Error::Backend {
+            backend: KIND,
+            operation,
+            message: format!(
+                "permission denied for user {:?} on key prefix {prefix:?}: grant a role readwrite \
+                 access, e.g. `etcdctl role grant-permission ROLE readwrite --prefix {prefix}/`",
+                user.unwrap_or_default()
+            ),
+            source: Some(Box::new(e)),
+        },
+        Class::LeaseNotFound | Class::Other => Error::Backend {
+            backend: KIND,
+            operation,
+            message: format!("request to {target} failed: {what}"),
+            source: Some(Box::new(e)),
+        },
+    }
+}
