@@ -145,7 +145,16 @@ impl std::fmt::Debug for LockGuard {
 }
 
 impl LockGuard {
-    pub(crate) fn start(backend: Arc<dyn LockBackend>, lease: Lease, keep_alive: bool) -> Self {
+    /// Wraps a granted lease and starts its watchdog (keep-alive or expiry
+    /// watch) on the current tokio runtime.
+    pub(crate) fn start(
+        backend: Arc<dyn LockBackend>,
+        lease: Lease,
+        keep_alive: bool,
+    ) -> Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::InvalidConfig("dlock guards need a tokio runtime to keep their lease".into())
+        })?;
         let (lost_tx, _) = watch::channel(None);
         let loss = backend.loss_signal(&lease);
         let shared = Arc::new(GuardShared {
@@ -154,12 +163,12 @@ impl LockGuard {
             lost_tx,
             op_lock: tokio::sync::Mutex::new(()),
         });
-        let watchdog = tokio::spawn(watchdog(Arc::downgrade(&shared), keep_alive, loss));
-        LockGuard {
+        let watchdog = runtime.spawn(watchdog(Arc::downgrade(&shared), keep_alive, loss));
+        Ok(LockGuard {
             shared,
             watchdog: Some(watchdog),
             done: false,
-        }
+        })
     }
 
     /// The lock name.

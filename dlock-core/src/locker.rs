@@ -279,11 +279,8 @@ impl Acquire<'_> {
                     metrics::histogram!("dlock_wait_seconds", "backend" => kind)
                         .record(started.elapsed().as_secs_f64());
                     tracing::debug!(token = lease.token.0, "acquired");
-                    return Ok(Some(LockGuard::start(
-                        backend.clone(),
-                        lease,
-                        self.opts.keep_alive,
-                    )));
+                    return LockGuard::start(backend.clone(), lease, self.opts.keep_alive)
+                        .map(Some);
                 }
                 let now = Instant::now();
                 if now >= deadline {
