@@ -1,0 +1,432 @@
+//! [`ConsulBackend`]: acquire, extend, release, inspect and force-release on
+//! Consul sessions and the KV store.
+
+use crate::api::{kv_op, TxnError, TxnOutcome};
+use crate::config::ConsulConfig;
+use crate::http::Http;
+use crate::record::{Handle, Holder};
+use crate::KIND;
+use dlock_core::{
+    async_trait, local_valid_until, new_acquisition_id, Capabilities, Error, FencingToken, Lease,
+    LockBackend, LockInfo, LockName, LockSpec, Result,
+};
+use futures::future::BoxFuture;
+use std::time::{Duration, Instant};
+
+/// Shortest session TTL Consul accepts (its `session_ttl_min` default).
+pub const MIN_TTL: Duration = Duration::from_secs(10);
+/// Longest session TTL Consul accepts.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Locks on Consul: one session per acquisition, one `/v1/txn` KV `lock` of
+/// `<prefix>/<encoded name>`, blocking queries for waiters.
+///
+/// * **Acquire** (2 round trips): create a session with `TTL = lock_at_most_for`,
+///   `LockDelay = 0`, `Behavior = delete` and no health checks, then one
+///   transaction that locks the key with that session. The transaction's
+///   result carries the key's `ModifyIndex`: the raft index of this very
+///   write, which is the fencing token.
+/// * **Extend** (1 round-trip time, 2 requests in parallel): renew the session
+///   and read the key (consistent) to prove it is still held by it. A
+///   different lease length moves the key to a new session in one transaction.
+/// * **Release** (1 round trip, plus a background session destroy): one
+///   transaction `check-session` + `delete`. With time left of
+///   `lock_at_least_for`, the key moves instead to a new session whose TTL
+///   covers the rest and which nobody renews.
+///
+/// Cheap to clone; clones share the HTTP connection pool.
+#[derive(Clone)]
+pub struct ConsulBackend {
+    pub(crate) config: std::sync::Arc<ConsulConfig>,
+    pub(crate) http: Http,
+}
+
+impl std::fmt::Debug for ConsulBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulBackend")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl ConsulBackend {
+    /// Connects to the agent named by a `consul://` or `consul+https://` URL
+    /// (see [`ConsulConfig`]) and checks that it has a leader and that the
+    /// ACL token may read under the prefix.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::with_config(ConsulConfig::from_url(url)?).await
+    }
+
+    /// Like [`ConsulBackend::connect`], from a parsed configuration.
+    pub async fn with_config(config: ConsulConfig) -> Result<Self> {
+        let http = Http::new(&config)?;
+        let target = config.target();
+        let leader = http
+            .leader()
+            .await
+            .map_err(|e| as_connect_error(&target, e))?;
+        if leader.is_empty() {
+            return Err(Error::connect(
+                KIND,
+                target,
+                "the agent answers but its cluster has no leader: wait for the servers to \
+                 elect one, or check that they can reach each other",
+                None,
+            ));
+        }
+        // One consistent read under the prefix: proves the datacenter exists,
+        // a leader serves reads, and the ACL token is known and may read.
+        let probe = format!("{}/", config.prefix);
+        http.get_key("connect", &probe, true, None)
+            .await
+            .map_err(|e| as_connect_error(&target, e))?;
+        tracing::debug!(backend = KIND, target = %target, leader = %leader, "connected");
+        Ok(ConsulBackend {
+            config: std::sync::Arc::new(config),
+            http,
+        })
+    }
+
+    /// The configuration in force (the token stays hidden).
+    pub fn config(&self) -> &ConsulConfig {
+        &self.config
+    }
+
+    /// The KV key that holds lock `name`: `<prefix>/<name.path_segment()>`.
+    pub fn key_for(&self, name: &LockName) -> String {
+        format!("{}/{}", self.config.prefix, name.path_segment())
+    }
+
+    fn session_name(owner: &str) -> String {
+        let mut s = format!("dlock {owner}");
+        if s.len() > 128 {
+            let mut cut = 128;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+        }
+        s
+    }
+
+    /// Moves `key` from session `old` to a fresh session with `ttl`, writing
+    /// `holder` as its value, in one transaction. `Ok(None)` when `old` no
+    /// longer holds the key (nothing changed then).
+    async fn move_to_new_session(
+        &self,
+        op: &'static str,
+        key: &str,
+        old: &str,
+        ttl: Duration,
+        holder: &Holder,
+    ) -> Result<Option<String>> {
+        let value = holder.to_base64()?;
+        let new = self
+            .http
+            .create_session(&Self::session_name(&holder.owner), ttl)
+            .await?;
+        let ops = [
+            kv_op("check-session", key, Some(old), None),
+            kv_op("unlock", key, Some(old), None),
+            kv_op("lock", key, Some(&new), Some(&value)),
+        ];
+        match self.http.txn(op, &ops).await {
+            Ok(TxnOutcome::Committed(_)) => {
+                self.http.destroy_session_later(old.to_owned());
+                Ok(Some(new))
+            }
+            Ok(TxnOutcome::RolledBack(errors)) => {
+                self.http.destroy_session_later(new);
+                if errors.iter().any(|e| e.op_index == 0) {
+                    Ok(None)
+                } else {
+                    Err(txn_refused(op, &errors))
+                }
+            }
+            Err(e) => {
+                self.http.destroy_session_later(new);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Turns an error met while connecting into [`Error::Connect`].
+fn as_connect_error(target: &str, e: Error) -> Error {
+    match e {
+        Error::Backend {
+            message, source, ..
+        } => Error::connect(KIND, target, message, source),
+        Error::Timeout { after, .. } => Error::connect(
+            KIND,
+            target,
+            format!(
+                "no answer within {after:?}: is the agent running and reachable there? \
+                 (raise connect_timeout= / request_timeout= for a slow network)"
+            ),
+            None,
+        ),
+        other => other,
+    }
+}
+
+fn txn_refused(op: &'static str, errors: &[TxnError]) -> Error {
+    let what: Vec<&str> = errors.iter().map(|e| e.what.as_str()).collect();
+    Error::backend_msg(
+        KIND,
+        op,
+        format!("Consul rolled the transaction back: {}", what.join("; ")),
+    )
+}
+
+const LOST_SESSION: &str =
+    "its Consul session no longer exists: the TTL passed without a renewal, \
+     or a release or force-release destroyed it";
+const LOST_KEY: &str = "the lock key is gone or held by another session \
+     (expired, force-released, deleted by hand, or taken over)";
+
+#[async_trait]
+impl LockBackend for ConsulBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut c = Capabilities::new();
+        c.min_lease = MIN_TTL;
+        c.max_lease = Some(MAX_TTL);
+        c.lease_granularity = Duration::from_secs(1);
+        // Consul invalidates a session between TTL and 2 x TTL after its last
+        // renewal (servers arm their timers with twice the TTL), so an
+        // abandoned lock may stay taken for up to another lease length.
+        // See the crate docs on what this number covers.
+        c.expiry_slack = crate::EXPIRY_SLACK;
+        c.release_notifies_waiters = true;
+        c.at_least_survives_exit = true;
+        c.networked = true;
+        c.poll_interval = Duration::from_secs(1);
+        c
+    }
+
+    async fn try_acquire(&self, spec: &LockSpec) -> Result<Option<Lease>> {
+        self.capabilities().check_spec(KIND, spec)?;
+        const OP: &str = "acquire";
+        let key = self.key_for(&spec.name);
+        let id = new_acquisition_id();
+        let value = Holder::new(&spec.name, &spec.owner, &id, None).to_base64()?;
+        // The session's TTL starts when Consul creates it, after this instant.
+        let sent = Instant::now();
+        let session = self
+            .http
+            .create_session(&Self::session_name(&spec.owner), spec.at_most)
+            .await?;
+        let outcome = match self
+            .http
+            .txn(OP, &[kv_op("lock", &key, Some(&session), Some(&value))])
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                self.http.destroy_session_later(session);
+                return Err(e);
+            }
+        };
+        let answered = Instant::now();
+        match outcome {
+            TxnOutcome::Committed(entries) => {
+                let Some(token) = entries.first().map(|e| e.modify_index).filter(|i| *i > 0) else {
+                    // Held but without a token: give it back at once.
+                    self.http.destroy_session_later(session);
+                    return Err(Error::backend_msg(
+                        KIND,
+                        OP,
+                        "Consul's lock transaction returned no ModifyIndex; the lock was given back",
+                    ));
+                };
+                tracing::debug!(backend = KIND, lock = %spec.name, token, "acquired in 2 round trips");
+                Ok(Some(Lease {
+                    name: spec.name.clone(),
+                    owner: spec.owner.clone(),
+                    id: id.clone(),
+                    token: FencingToken(token),
+                    acquired_at: sent,
+                    valid_until: local_valid_until(sent, spec.at_most),
+                    at_most: spec.at_most,
+                    at_least: spec.at_least,
+                    handle: Handle {
+                        session,
+                        rtt: answered - sent,
+                        id,
+                    }
+                    .encode(),
+                }))
+            }
+            TxnOutcome::RolledBack(errors) => {
+                self.http.destroy_session_later(session);
+                if errors.iter().any(|e| e.what.contains("already held")) {
+                    Ok(None)
+                } else {
+                    Err(txn_refused(OP, &errors))
+                }
+            }
+        }
+    }
+
+    async fn extend(&self, lease: &Lease, lock_for: Duration) -> Result<Lease> {
+        self.capabilities()
+            .check_lease(KIND, "extension", lock_for)?;
+        let handle = Handle::of(lease)?;
+        let key = self.key_for(&lease.name);
+        let sent = Instant::now();
+        let mut new = lease.clone();
+        if lock_for == lease.at_most {
+            // Renewal restarts the session's own TTL, which is `lock_for`.
+            let (renewed, read) = tokio::join!(
+                self.http.renew_session(&handle.session),
+                self.http.get_key("extend", &key, true, None)
+            );
+            if !renewed? {
+                return Err(Error::lost(&lease.name, LOST_SESSION));
+            }
+            let (entry, _) = read?;
+            if entry.as_ref().and_then(|e| e.holder()) != Some(handle.session.as_str()) {
+                return Err(Error::lost(&lease.name, LOST_KEY));
+            }
+        } else {
+            let holder = Holder::new(&lease.name, &lease.owner, &lease.id, Some(lease.token.0));
+            let Some(session) = self
+                .move_to_new_session("extend", &key, &handle.session, lock_for, &holder)
+                .await?
+            else {
+                return Err(Error::lost(&lease.name, LOST_KEY));
+            };
+            new.handle = Handle { session, ..handle }.encode();
+        }
+        new.valid_until = local_valid_until(sent, lock_for);
+        new.at_most = lock_for;
+        Ok(new)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let handle = Handle::of(lease)?;
+        let key = self.key_for(&lease.name);
+        // The coordinator took the lock no later than acquired_at + rtt.
+        let hold_until = lease.acquired_at + handle.rtt + lease.at_least;
+        let remaining = if lease.at_least.is_zero() {
+            Duration::ZERO
+        } else {
+            hold_until.saturating_duration_since(Instant::now())
+        };
+        if remaining.is_zero() {
+            let ops = [
+                kv_op("check-session", &key, Some(&handle.session), None),
+                kv_op("delete", &key, None, None),
+            ];
+            let outcome = self.http.txn("release", &ops).await;
+            // Whatever the answer, ending the session frees the key if it
+            // still holds it (Behavior = delete).
+            self.http.destroy_session_later(handle.session);
+            return match outcome? {
+                TxnOutcome::Committed(_) => Ok(()),
+                TxnOutcome::RolledBack(errors) if errors.iter().any(|e| e.op_index == 0) => {
+                    Err(Error::lost(&lease.name, format!("at release, {LOST_KEY}")))
+                }
+                TxnOutcome::RolledBack(errors) => Err(txn_refused("release", &errors)),
+            };
+        }
+        // lock_at_least_for still runs: hand the key to a session nobody
+        // renews, whose TTL covers the rest. Consul keeps it at least that
+        // long, by its own clock, even if this process exits now (and at
+        // most 2 x max(10 s, rest), its minimum TTL being 10 s).
+        let margin = remaining / 100 + Duration::from_millis(2);
+        let ttl = (remaining + margin).clamp(MIN_TTL, MAX_TTL);
+        let holder = Holder::new(&lease.name, &lease.owner, &lease.id, Some(lease.token.0));
+        let Some(session) = self
+            .move_to_new_session("release", &key, &handle.session, ttl, &holder)
+            .await?
+        else {
+            return Err(Error::lost(&lease.name, format!("at release, {LOST_KEY}")));
+        };
+        // While this process runs, end that session right when at_least is
+        // over, so the lock does not stay taken for the rest of the TTL.
+        let free_at = hold_until + margin;
+        let http = self.http.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                tokio::time::sleep_until(free_at.into()).await;
+                if let Err(e) = http.destroy_session(&session).await {
+                    tracing::debug!(backend = KIND, error = %e, "dlock: ending an at_least session on time failed; its TTL ends it");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
+        let key = self.key_for(name);
+        let (entry, _) = self.http.get_key("inspect", &key, true, None).await?;
+        let Some(entry) = entry else { return Ok(None) };
+        if entry.holder().is_none() {
+            return Ok(None);
+        }
+        let holder = Holder::from_base64(entry.value.as_deref());
+        Ok(Some(LockInfo {
+            name: name.clone(),
+            owner: holder
+                .as_ref()
+                .map(|h| h.owner.clone())
+                .unwrap_or_else(|| "(value not written by dlock)".into()),
+            id: holder.as_ref().map(|h| h.id.clone()),
+            token: FencingToken(
+                holder
+                    .as_ref()
+                    .and_then(|h| h.token)
+                    .unwrap_or(entry.modify_index),
+            ),
+            locked_at: None,
+            lock_until: None,
+        }))
+    }
+
+    async fn force_release(&self, name: &LockName) -> Result<bool> {
+        const OP: &str = "force release";
+        let key = self.key_for(name);
+        for _ in 0..5 {
+            let (entry, _) = self.http.get_key(OP, &key, true, None).await?;
+            let Some(session) = entry.as_ref().and_then(|e| e.holder()).map(str::to_owned) else {
+                return Ok(false);
+            };
+            let ops = [
+                kv_op("check-session", &key, Some(&session), None),
+                kv_op("delete", &key, None, None),
+            ];
+            match self.http.txn(OP, &ops).await? {
+                TxnOutcome::Committed(_) => {
+                    // The holder's next renewal then fails at once.
+                    self.http.destroy_session(&session).await?;
+                    return Ok(true);
+                }
+                TxnOutcome::RolledBack(errors) if errors.iter().any(|e| e.op_index == 0) => {
+                    continue
+                }
+                TxnOutcome::RolledBack(errors) => return Err(txn_refused(OP, &errors)),
+            }
+        }
+        Err(Error::backend_msg(
+            KIND,
+            OP,
+            format!(
+                "lock {:?} changed hands five times while being force-released; try again",
+                name.as_str()
+            ),
+        ))
+    }
+
+    async fn wait_for_release(&self, name: &LockName, max_wait: Duration) -> Result<()> {
+        self.wait_until_free(name, max_wait).await
+    }
+
+    fn loss_signal(&self, lease: &Lease) -> Option<BoxFuture<'static, String>> {
+        Some(self.watch_for_loss(lease))
+    }
+}

@@ -1,0 +1,118 @@
+//! Waiting without polling: Consul blocking queries on the lock key, for
+//! waiters (`wait_for_release`) and for a held guard's loss signal.
+
+use crate::backend::ConsulBackend;
+use crate::record::Holder;
+use crate::KIND;
+use dlock_core::{jittered, Lease, LockName, Result};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use std::time::{Duration, Instant};
+
+/// Longest single blocking query (Consul caps `wait` at 10 minutes).
+const MAX_BLOCK: Duration = Duration::from_secs(300);
+/// A blocking query that comes back sooner than this without a change is
+/// followed by a short pause, so a misbehaving agent never causes a tight loop.
+const MIN_ROUND: Duration = Duration::from_millis(50);
+
+impl ConsulBackend {
+    /// Returns once the key of `name` is free (absent or not held by a
+    /// session) or after `max_wait`, woken by Consul rather than by polling.
+    pub(crate) async fn wait_until_free(&self, name: &LockName, max_wait: Duration) -> Result<()> {
+        let key = self.key_for(name);
+        let deadline = Instant::now() + max_wait;
+        let mut index = 0u64;
+        loop {
+            let started = Instant::now();
+            if started >= deadline {
+                return Ok(());
+            }
+            let left = deadline - started;
+            // The first read is consistent; later ones block on the index.
+            let block = (index > 0).then(|| (index, left.min(MAX_BLOCK)));
+            let (entry, new_index) = self
+                .http
+                .get_key("wait for release", &key, index == 0, block)
+                .await?;
+            if entry.as_ref().and_then(|e| e.holder()).is_none() {
+                return Ok(());
+            }
+            let unchanged = new_index == index;
+            // An index that goes backwards (a restored snapshot) restarts the watch.
+            index = if new_index < index { 0 } else { new_index };
+            if (unchanged || index == 0) && started.elapsed() < MIN_ROUND {
+                let pause =
+                    jittered(MIN_ROUND * 2).min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+
+    /// A future that completes, with the reason, once the key of `lease`
+    /// is deleted, released or held by another acquisition. Network errors
+    /// never complete it (the guard's own expiry covers an unreachable
+    /// agent); a loss is confirmed by a consistent read before it is reported.
+    pub(crate) fn watch_for_loss(&self, lease: &Lease) -> BoxFuture<'static, String> {
+        let http = self.http.clone();
+        let key = self.key_for(&lease.name);
+        let id = lease.id.clone();
+        let verdict = move |entry: Option<crate::api::KvEntry>| -> Option<String> {
+            let Some(entry) = entry else {
+                return Some(
+                    "the lock key was deleted (session expired or destroyed, force-released, or deleted by hand)"
+                        .into(),
+                );
+            };
+            if entry.holder().is_none() {
+                return Some("the lock key is no longer held by any Consul session".into());
+            }
+            match Holder::from_base64(entry.value.as_deref()) {
+                Some(h) if h.id == id => None,
+                _ => Some("the lock key is held by another acquisition".into()),
+            }
+        };
+        async move {
+            let mut index = 0u64;
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                let started = Instant::now();
+                let block = (index > 0).then_some((index, MAX_BLOCK));
+                match http.get_key("watch lease", &key, false, block).await {
+                    Ok((entry, new_index)) => {
+                        backoff = Duration::from_millis(250);
+                        if verdict(entry).is_some() {
+                            // Confirm with a consistent read before reporting.
+                            match http.get_key("watch lease", &key, true, None).await {
+                                Ok((entry, _)) => {
+                                    if let Some(reason) = verdict(entry) {
+                                        return reason;
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::debug!(backend = KIND, error = %e, "dlock: confirming a lease loss failed; retrying");
+                                }
+                            }
+                            index = 0;
+                        } else {
+                            let unchanged = new_index == index;
+                            index = if new_index < index { 0 } else { new_index };
+                            if !unchanged && index != 0 {
+                                continue;
+                            }
+                        }
+                        if started.elapsed() < MIN_ROUND {
+                            tokio::time::sleep(jittered(MIN_ROUND * 2)).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(backend = KIND, error = %e, "dlock: lease watch failed; retrying");
+                        tokio::time::sleep(jittered(backoff)).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        index = 0;
+                    }
+                }
+            }
+        }
+        .boxed()
+    }
+}
