@@ -157,6 +157,97 @@ pub fn micros(backend: &'static str, d: Duration) -> Result<i64> {
         .map_err(|_| Error::unsupported(backend, format!("a lease of {d:?} is too long")))
 }
 
+/// A network database URL split for a driver: dlock's own options taken out.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) struct NetUrl {
+    /// The URL handed to the driver (may contain a password: never print it).
+    pub driver_url: String,
+    /// `host:port/database`, safe to show in errors.
+    pub target: String,
+    /// dlock's options.
+    pub opts: SqlOptions,
+    /// `user=` from the query, if given.
+    pub user: Option<String>,
+    /// `password=` from the query, if given.
+    pub password: Option<String>,
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl std::fmt::Debug for NetUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetUrl")
+            .field("target", &self.target)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Splits `url` (one of `schemes`) into the driver's URL (scheme replaced by
+/// `driver_scheme`, only the `driver_keys` query options kept) and dlock's
+/// options. Unknown options are an error listing the known ones.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn split_net_url(
+    kind: &'static str,
+    url: &str,
+    schemes: &[&str],
+    driver_scheme: &str,
+    default_port: u16,
+    allow_schema: bool,
+    driver_keys: &[&str],
+) -> Result<NetUrl> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        Error::InvalidConfig(format!(
+            "a {kind} URL looks like {}://user:password@host:port/database, got something without \"://\"",
+            schemes[0]
+        ))
+    })?;
+    if !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+        return Err(Error::InvalidConfig(format!(
+            "URL scheme {scheme:?} is not one of {} for the {kind} backend",
+            schemes.join(", ")
+        )));
+    }
+    let mut parsed = url::Url::parse(&format!("{driver_scheme}://{rest}")).map_err(|e| {
+        // The url crate's message never contains the input.
+        Error::InvalidConfig(format!("{kind} URL does not parse: {e}"))
+    })?;
+    let query = parsed.query().unwrap_or("").to_owned();
+    let (opts, extra) = SqlOptions::take_from_query(&query, allow_schema)?;
+    let mut user = None;
+    let mut password = None;
+    let mut kept = Vec::new();
+    for (k, v) in extra {
+        match k.as_str() {
+            "user" => user = Some(v),
+            "password" => password = Some(v),
+            _ if driver_keys.contains(&k.as_str()) => kept.push((k, v)),
+            _ => {
+                return Err(Error::InvalidConfig(format!(
+                    "unknown {kind} URL option {k:?}; known: table, create_table, pool_size, \
+                     connect_timeout, statement_timeout, user, password, {}",
+                    driver_keys.join(", ")
+                )))
+            }
+        }
+    }
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    let host = parsed.host_str().unwrap_or("localhost");
+    let port = parsed.port().unwrap_or(default_port);
+    let db = parsed.path().trim_start_matches('/');
+    let target = format!("{host}:{port}/{db}");
+    Ok(NetUrl {
+        driver_url: parsed.to_string(),
+        target,
+        opts,
+        user,
+        password,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

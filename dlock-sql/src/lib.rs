@@ -14,11 +14,22 @@ mod sqlite;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteBackend;
 
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresBackend;
+
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "mysql")]
+pub use mysql::MysqlBackend;
+
 use dlock_core::{Error, LockBackend, Result};
 use std::sync::Arc;
 
 /// Connects the backend named by `url`'s scheme (`sqlite:`, `postgres:`,
-/// `mysql:`), as far as this build's features include it.
+/// `postgresql:`, `mysql:`, `mariadb:`), as far as this build's features
+/// include it.
 pub async fn connect(url: &str) -> Result<Arc<dyn LockBackend>> {
     let scheme = url
         .split(':')
@@ -28,6 +39,10 @@ pub async fn connect(url: &str) -> Result<Arc<dyn LockBackend>> {
     match scheme.as_str() {
         #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Arc::new(SqliteBackend::connect(url).await?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(PostgresBackend::connect(url).await?)),
+        #[cfg(feature = "mysql")]
+        "mysql" | "mariadb" => Ok(Arc::new(MysqlBackend::connect(url).await?)),
         other => Err(Error::InvalidConfig(format!(
             "dlock-sql cannot handle URL scheme {other:?} in this build (features: {})",
             enabled_features().join(", ")

@@ -1,0 +1,748 @@
+//! The PostgreSQL adapter: one upsert per acquire, `clock_timestamp()` as the
+//! clock, LISTEN/NOTIFY to wake waiters.
+
+use crate::config::{self, micros, quote_table, SqlOptions};
+use dlock_core::{
+    async_trait, jittered, local_valid_until, new_acquisition_id, with_deadline, Capabilities,
+    Error, FencingToken, Lease, LockBackend, LockInfo, LockName, LockSpec, Result,
+};
+use sqlx::postgres::types::PgInterval;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Connection, Executor, Row};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, watch};
+
+const KIND: &str = "postgres";
+
+const DDL: &str = include_str!("../migrations/postgres/0001_dlock_locks.sql");
+
+/// Query options handed through to sqlx (TLS and driver tuning).
+const DRIVER_KEYS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "application_name",
+    "options",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+];
+
+/// Locks in a PostgreSQL table.
+///
+/// URL: `postgres://user:password@host:port/database?options` (also
+/// `postgresql://`). Options: `table` (may be `schema.table`),
+/// `create_table`, `pool_size`, `connect_timeout`, `statement_timeout`,
+/// `user`, `password`, and sqlx's own `sslmode` (`disable`, `prefer`,
+/// `require`, `verify-ca`, `verify-full`), `sslrootcert`, `sslcert`,
+/// `sslkey`, `statement-cache-capacity`, `application_name`, `options`.
+///
+/// Every operation is one statement decided by `clock_timestamp()` (the
+/// statement's own time; `now()` is frozen at transaction start). Releases
+/// send `pg_notify` in the same statement; waiters listen on one shared
+/// connection per backend and fall back to polling, so a missed notification
+/// costs latency, never correctness. No session state is relied on, so it
+/// works behind a transaction-pooling proxy (where LISTEN may not reach
+/// anyone: waiters then poll).
+pub struct PostgresBackend {
+    pool: PgPool,
+    opts: SqlOptions,
+    target: String,
+    sql: Statements,
+    notifier: Notifier,
+}
+
+impl std::fmt::Debug for PostgresBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresBackend")
+            .field("target", &self.target)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Statements {
+    acquire: String,
+    extend: String,
+    release: String,
+    inspect: String,
+    force_release: String,
+    remaining: String,
+}
+
+impl Statements {
+    fn new(table: &str) -> Self {
+        let t = quote_table(table, '"');
+        Statements {
+            // One clock reading for both columns; a row still inside its lease
+            // is left alone (no row returned: held by someone else).
+            acquire: format!(
+                "INSERT INTO {t} AS l (name, owner, acquisition_id, token, locked_at, lock_until) \
+                 SELECT $1, $2, $3, 1, c.ts, c.ts + $4 FROM (SELECT clock_timestamp() AS ts) c \
+                 ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, \
+                 acquisition_id = EXCLUDED.acquisition_id, token = l.token + 1, \
+                 locked_at = EXCLUDED.locked_at, lock_until = EXCLUDED.lock_until \
+                 WHERE l.lock_until <= EXCLUDED.locked_at \
+                 RETURNING l.token"
+            ),
+            extend: format!(
+                "UPDATE {t} SET lock_until = clock_timestamp() + $3 \
+                 WHERE name = $1 AND acquisition_id = $2 AND lock_until > clock_timestamp()"
+            ),
+            // Notify in the same statement (a CTE), so waiters learn of every
+            // release without a trigger on the table.
+            release: format!(
+                "WITH r AS (UPDATE {t} SET lock_until = GREATEST(locked_at + $3, clock_timestamp()) \
+                 WHERE name = $1 AND acquisition_id = $2 AND lock_until > clock_timestamp() \
+                 RETURNING 1) \
+                 SELECT pg_notify($4, $1) FROM r"
+            ),
+            inspect: format!(
+                "SELECT owner, acquisition_id, token, \
+                 (extract(epoch FROM locked_at) * 1000000)::bigint, \
+                 (extract(epoch FROM lock_until) * 1000000)::bigint \
+                 FROM {t} WHERE name = $1 AND lock_until > clock_timestamp()"
+            ),
+            force_release: format!(
+                "WITH r AS (UPDATE {t} SET lock_until = clock_timestamp() \
+                 WHERE name = $1 AND lock_until > clock_timestamp() RETURNING 1) \
+                 SELECT pg_notify($2, $1) FROM r"
+            ),
+            remaining: format!(
+                "SELECT (extract(epoch FROM (lock_until - clock_timestamp())) * 1000000)::bigint \
+                 FROM {t} WHERE name = $1"
+            ),
+        }
+    }
+}
+
+impl PostgresBackend {
+    /// Connects to the database named by `url` and checks (or creates) the table.
+    ///
+    /// Fails with a clear [`Error::Connect`] within `connect_timeout` when the
+    /// server is unreachable or refuses the credentials.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let net = config::split_net_url(
+            KIND,
+            url,
+            &["postgres", "postgresql"],
+            "postgres",
+            5432,
+            true,
+            DRIVER_KEYS,
+        )?;
+        let mut connect_opts = PgConnectOptions::from_str(&net.driver_url).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "postgres URL for {} is not accepted by the driver: {}",
+                net.target,
+                redact(&e.to_string())
+            ))
+        })?;
+        if let Some(u) = &net.user {
+            connect_opts = connect_opts.username(u);
+        }
+        if let Some(p) = &net.password {
+            connect_opts = connect_opts.password(p);
+        }
+        let opts = net.opts;
+        let target = net.target;
+        // A direct first connection, so a refused connection or a bad password
+        // surfaces as such (the pool would retry until it times out).
+        let mut first = with_deadline("connect to postgres", opts.connect_timeout, async {
+            PgConnection::connect_with(&connect_opts)
+                .await
+                .map_err(|e| connect_error(&target, e))
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Timeout { after, .. } => Error::connect(
+                KIND,
+                &target,
+                format!(
+                    "no answer within connect_timeout={after:?}; is the host reachable and the server listening?"
+                ),
+                None,
+            ),
+            e => e,
+        })?;
+        let sql = Statements::new(&opts.table);
+        let checked = with_deadline(
+            "check lock table",
+            opts.statement_timeout,
+            ensure_table(&mut first, &opts),
+        )
+        .await;
+        let _ = with_deadline("close connection", opts.connect_timeout, async {
+            first
+                .close()
+                .await
+                .map_err(|e| Error::backend(KIND, "close", e))
+        })
+        .await;
+        checked?;
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.pool_size)
+            .acquire_timeout(opts.connect_timeout)
+            .connect_lazy_with(connect_opts);
+        Ok(Self::assemble(pool, opts, target, sql))
+    }
+
+    /// Builds a backend on a pool the application already has, checking (or,
+    /// with `opts.create_table`, creating) the table. `pool_size` and
+    /// `connect_timeout` in `opts` are ignored: the pool's own settings apply.
+    pub async fn from_pool(pool: PgPool, opts: SqlOptions) -> Result<Self> {
+        config::validate_table(&opts.table, true)?;
+        let co = pool.connect_options();
+        let target = format!(
+            "{}:{}/{}",
+            co.get_host(),
+            co.get_port(),
+            co.get_database().unwrap_or("")
+        );
+        let mut conn = with_deadline("connect to postgres", opts.connect_timeout, async {
+            pool.acquire().await.map_err(|e| connect_error(&target, e))
+        })
+        .await?;
+        with_deadline(
+            "check lock table",
+            opts.statement_timeout,
+            ensure_table(&mut conn, &opts),
+        )
+        .await?;
+        drop(conn);
+        let sql = Statements::new(&opts.table);
+        Ok(Self::assemble(pool, opts, target, sql))
+    }
+
+    fn assemble(pool: PgPool, opts: SqlOptions, target: String, sql: Statements) -> Self {
+        let notifier = Notifier::new(channel_for(&opts.table));
+        PostgresBackend {
+            pool,
+            opts,
+            target,
+            sql,
+            notifier,
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &SqlOptions {
+        &self.opts
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The NOTIFY channel releases are announced on (payload: the lock name).
+    pub fn channel(&self) -> &str {
+        &self.notifier.channel
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+    ) -> Result<T> {
+        with_deadline(op, self.opts.statement_timeout, async {
+            fut.await.map_err(|e| Error::backend(KIND, op, e))
+        })
+        .await
+    }
+
+    /// Microseconds until `name`'s current lease ends (<= 0: free now), or
+    /// `None` when the name has never been locked.
+    async fn remaining_us(&self, name: &LockName) -> Result<Option<i64>> {
+        let row = self
+            .timed(
+                "wait",
+                sqlx::query(&self.sql.remaining)
+                    .bind(name.as_str())
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(r) => r
+                .try_get::<Option<i64>, _>(0)
+                .map_err(|e| Error::backend(KIND, "wait", e)),
+        }
+    }
+}
+
+/// Removes anything that looks like a URL's userinfo from a driver message.
+fn redact(msg: &str) -> String {
+    match (msg.find("://"), msg.rfind('@')) {
+        (Some(a), Some(b)) if b > a => format!("{}://***{}", &msg[..a], &msg[b..]),
+        _ => msg.to_string(),
+    }
+}
+
+fn connect_error(target: &str, e: sqlx::Error) -> Error {
+    let hint = match &e {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("28P01") | Some("28000") => {
+                "check the user name and password in the URL (or user=/password= options)"
+            }
+            Some("3D000") => "the database does not exist; create it or fix the URL path",
+            _ => "the server refused the connection",
+        },
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: is PostgreSQL running and listening on that host and port?"
+        }
+        sqlx::Error::Io(_) => "network error: is the host reachable?",
+        sqlx::Error::Tls(_) => "TLS failed: check sslmode= and the certificates",
+        sqlx::Error::PoolTimedOut => "no connection within connect_timeout",
+        _ => "",
+    };
+    let msg = redact(&e.to_string());
+    Error::connect(
+        KIND,
+        target,
+        if hint.is_empty() {
+            msg
+        } else {
+            format!("{msg} ({hint})")
+        },
+        Some(Box::new(e)),
+    )
+}
+
+async fn ensure_table(conn: &mut PgConnection, opts: &SqlOptions) -> Result<()> {
+    let table = &opts.table;
+    let quoted = quote_table(table, '"');
+    let cols = columns(conn, &quoted).await?;
+    if let Some(cols) = cols {
+        return match config::missing_columns_error(table, &cols) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+    }
+    if !opts.create_table {
+        return Err(Error::InvalidConfig(format!(
+            "table {table:?} does not exist and create_table=false; create it with \
+                 dlock-sql/migrations/postgres/0001_dlock_locks.sql"
+        )));
+    }
+    let ddl = DDL.replace("dlock_locks", &quoted);
+    if let Err(e) = conn.execute(ddl.as_str()).await {
+        // Another process may have created it at the same moment.
+        match columns(conn, &quoted).await? {
+                Some(cols) if config::missing_columns_error(table, &cols).is_none() => {}
+                _ => {
+                    return Err(Error::backend_msg(
+                        KIND,
+                        "create table",
+                        format!(
+                            "cannot create table {table:?} ({e}); does the schema exist and may this user create tables in it? \
+                             Or create it with dlock-sql/migrations/postgres/0001_dlock_locks.sql"
+                        ),
+                    ))
+                }
+            }
+    }
+    Ok(())
+}
+
+/// The table's column names, or `None` when it does not exist.
+async fn columns(conn: &mut PgConnection, quoted: &str) -> Result<Option<Vec<String>>> {
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(quoted)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| Error::backend(KIND, "inspect schema", e))?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let cols: Vec<String> = sqlx::query_scalar(
+        "SELECT attname::text FROM pg_attribute \
+         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+    )
+    .bind(quoted)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| Error::backend(KIND, "inspect schema", e))?;
+    Ok(Some(cols))
+}
+
+/// `dlock.<table>`, or a hashed form when that would exceed PostgreSQL's
+/// 63-byte identifier limit.
+fn channel_for(table: &str) -> String {
+    let c = format!("dlock.{table}");
+    if c.len() <= 63 {
+        return c;
+    }
+    // FNV-1a: stable across builds and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in table.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut cut = 40.min(table.len());
+    while !table.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("dlock.{}.{h:016x}", &table[..cut])
+}
+
+fn interval(us: i64) -> PgInterval {
+    PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: us,
+    }
+}
+
+fn to_system_time(us: Option<i64>) -> Option<SystemTime> {
+    us.and_then(|us| u64::try_from(us).ok())
+        .map(|u| UNIX_EPOCH + Duration::from_micros(u))
+}
+
+fn token_of(v: i64) -> Result<FencingToken> {
+    u64::try_from(v).map(FencingToken).map_err(|_| {
+        Error::backend_msg(
+            KIND,
+            "acquire",
+            format!("negative token {v} in the lock table"),
+        )
+    })
+}
+
+#[async_trait]
+impl LockBackend for PostgresBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut c = Capabilities::new();
+        c.min_lease = Duration::from_millis(10);
+        c.max_lease = Some(Duration::from_secs(100 * 365 * 86_400));
+        c.lease_granularity = Duration::from_micros(1);
+        c.expiry_slack = Duration::from_millis(50);
+        c.release_notifies_waiters = true;
+        c.at_least_survives_exit = true;
+        c.networked = true;
+        c.poll_interval = Duration::from_millis(500);
+        c
+    }
+
+    async fn try_acquire(&self, spec: &LockSpec) -> Result<Option<Lease>> {
+        self.capabilities().check_spec(KIND, spec)?;
+        let id = new_acquisition_id();
+        let lease_us = micros(KIND, spec.at_most)?;
+        let sent = Instant::now();
+        let row = self
+            .timed(
+                "acquire",
+                sqlx::query(&self.sql.acquire)
+                    .bind(spec.name.as_str())
+                    .bind(&spec.owner)
+                    .bind(&id)
+                    .bind(interval(lease_us))
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let token: i64 = row
+            .try_get(0)
+            .map_err(|e| Error::backend(KIND, "acquire", e))?;
+        Ok(Some(Lease {
+            name: spec.name.clone(),
+            owner: spec.owner.clone(),
+            id,
+            token: token_of(token)?,
+            acquired_at: sent,
+            valid_until: local_valid_until(sent, spec.at_most),
+            at_most: spec.at_most,
+            at_least: spec.at_least,
+            handle: String::new(),
+        }))
+    }
+
+    async fn extend(&self, lease: &Lease, lock_for: Duration) -> Result<Lease> {
+        self.capabilities()
+            .check_lease(KIND, "extension", lock_for)?;
+        let sent = Instant::now();
+        let done = self
+            .timed(
+                "extend",
+                sqlx::query(&self.sql.extend)
+                    .bind(lease.name.as_str())
+                    .bind(&lease.id)
+                    .bind(interval(micros(KIND, lock_for)?))
+                    .execute(&self.pool),
+            )
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::lost(
+                &lease.name,
+                "the lease expired or was taken over before it could be extended",
+            ));
+        }
+        let mut new = lease.clone();
+        new.valid_until = local_valid_until(sent, lock_for);
+        new.at_most = lock_for;
+        Ok(new)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let row = self
+            .timed(
+                "release",
+                sqlx::query(&self.sql.release)
+                    .bind(lease.name.as_str())
+                    .bind(&lease.id)
+                    .bind(interval(micros(KIND, lease.at_least)?))
+                    .bind(&self.notifier.channel)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        if row.is_none() {
+            return Err(Error::lost(
+                &lease.name,
+                "the lease had already expired or been taken over at release",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
+        let row = self
+            .timed(
+                "inspect",
+                sqlx::query(&self.sql.inspect)
+                    .bind(name.as_str())
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let get = |e: sqlx::Error| Error::backend(KIND, "inspect", e);
+        Ok(Some(LockInfo {
+            name: name.clone(),
+            owner: row.try_get(0).map_err(get)?,
+            id: Some(row.try_get(1).map_err(get)?),
+            token: token_of(row.try_get(2).map_err(get)?)?,
+            locked_at: to_system_time(row.try_get(3).map_err(get)?),
+            lock_until: to_system_time(row.try_get(4).map_err(get)?),
+        }))
+    }
+
+    async fn force_release(&self, name: &LockName) -> Result<bool> {
+        let row = self
+            .timed(
+                "force release",
+                sqlx::query(&self.sql.force_release)
+                    .bind(name.as_str())
+                    .bind(&self.notifier.channel)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Waits for a NOTIFY naming this lock, for the current lease's end by
+    /// the database's clock, or for a jittered fallback poll, whichever comes
+    /// first (never beyond `max_wait`).
+    async fn wait_for_release(&self, name: &LockName, max_wait: Duration) -> Result<()> {
+        let started = Instant::now();
+        let (mut rx, state) = self.notifier.subscribe(&self.pool, &self.opts);
+        let mut state = state;
+        // The first waiter starts the listener: give it a moment to LISTEN so
+        // a release right after our check below is not missed.
+        if *state.borrow() == ListenState::Starting {
+            let budget = max_wait.min(self.opts.connect_timeout);
+            let _ =
+                tokio::time::timeout(budget, state.wait_for(|s| *s != ListenState::Starting)).await;
+        }
+        let listening = *state.borrow() == ListenState::Ready;
+        let left = max_wait.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let remaining = match self.remaining_us(name).await? {
+            None => return Ok(()),
+            Some(us) if us <= 0 => return Ok(()),
+            Some(us) => Duration::from_micros(u64::try_from(us).unwrap_or(u64::MAX)),
+        };
+        let poll = jittered(self.capabilities().poll_interval);
+        let fallback = if listening { poll * 2 } else { poll };
+        // Wake just after the lease ends, with a little jitter so waiters on
+        // one lock do not all arrive in the same millisecond.
+        let at_expiry = remaining + jittered(Duration::from_millis(2));
+        let sleep_for = at_expiry.min(fallback).min(left);
+        let sleep = tokio::time::sleep(sleep_for);
+        tokio::pin!(sleep);
+        let wanted = name.as_str();
+        loop {
+            tokio::select! {
+                () = &mut sleep => return Ok(()),
+                msg = rx.recv() => match msg {
+                    Ok(Wake::Name(n)) if n != wanted => continue,
+                    // Our lock, everything (listener reconnected), or we lagged.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return Ok(()),
+                    Err(broadcast::error::RecvError::Closed) => {
+                        (&mut sleep).await;
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Wake {
+    /// A release of this lock name.
+    Name(String),
+    /// Anything may have been released (the listener reconnected).
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListenState {
+    Starting,
+    Ready,
+    Down,
+}
+
+/// One shared LISTEN connection per backend, started by the first waiter.
+struct Notifier {
+    channel: String,
+    inner: Mutex<Option<Running>>,
+}
+
+struct Running {
+    tx: broadcast::Sender<Wake>,
+    state: watch::Receiver<ListenState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Notifier {
+    fn new(channel: String) -> Self {
+        Notifier {
+            channel,
+            inner: Mutex::new(None),
+        }
+    }
+
+    fn subscribe(
+        &self,
+        pool: &PgPool,
+        opts: &SqlOptions,
+    ) -> (broadcast::Receiver<Wake>, watch::Receiver<ListenState>) {
+        let mut guard = match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(r) = guard.as_ref() {
+            if !r.task.is_finished() {
+                return (r.tx.subscribe(), r.state.clone());
+            }
+        }
+        let (tx, _) = broadcast::channel(256);
+        let (state_tx, state_rx) = watch::channel(ListenState::Starting);
+        // A pool of one of its own, so listening never takes a slot from the
+        // pool that runs the lock statements.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(opts.connect_timeout)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let task = tokio::spawn(listen_loop(
+            listen_pool,
+            self.channel.clone(),
+            tx.clone(),
+            state_tx,
+            opts.connect_timeout,
+        ));
+        let out = (tx.subscribe(), state_rx.clone());
+        *guard = Some(Running {
+            tx,
+            state: state_rx,
+            task,
+        });
+        out
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        let guard = match self.inner.get_mut() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(r) = guard.take() {
+            r.task.abort();
+        }
+    }
+}
+
+async fn listen_loop(
+    pool: PgPool,
+    channel: String,
+    tx: broadcast::Sender<Wake>,
+    state: watch::Sender<ListenState>,
+    connect_timeout: Duration,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let started = tokio::time::timeout(connect_timeout, async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.listen(&channel).await?;
+            Ok::<_, sqlx::Error>(l)
+        })
+        .await;
+        let mut listener = match started {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, %channel, "postgres LISTEN failed; waiters poll");
+                state.send_replace(ListenState::Down);
+                tokio::time::sleep(jittered(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!(%channel, "postgres LISTEN timed out; waiters poll");
+                state.send_replace(ListenState::Down);
+                tokio::time::sleep(jittered(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        state.send_replace(ListenState::Ready);
+        let _ = tx.send(Wake::All);
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    let _ = tx.send(Wake::Name(n.payload().to_owned()));
+                }
+                Ok(None) => {
+                    // Connection lost and re-established: anything may have
+                    // been released meanwhile.
+                    let _ = tx.send(Wake::All);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, %channel, "postgres listener lost; reconnecting");
+                    state.send_replace(ListenState::Down);
+                    let _ = tx.send(Wake::All);
+                    break;
+                }
+            }
+        }
+    }
+}
