@@ -1,0 +1,308 @@
+//! Taking a lock: one create of an ephemeral sequential node, pipelined with
+//! one multi-read of the queue and the at_least marker (one round trip).
+
+use crate::error::{op_error, outcome_unknown, KIND};
+use crate::nodes::{blocked_for_ms, contenders, LockPaths, Marker, NodeData};
+use crate::session::{Session, Ticket};
+use dlock_core::{
+    local_valid_until, new_acquisition_id, Error, FencingToken, Lease, LockSpec, Result,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zookeeper_client as zk;
+
+/// What the queue and the marker say about one contender node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Lowest node and no at_least marker in force: the lock is ours.
+    Won,
+    /// A lower node exists.
+    Behind,
+    /// Lowest, but a released lease's at_least keeps the lock taken this
+    /// many more milliseconds (by the server's clock).
+    Blocked(u64),
+    /// Our node is not in the queue any more.
+    Gone,
+}
+
+/// The queue (children of the lock directory) and the marker, read together.
+pub(crate) struct QueueState {
+    /// `None` when the lock directory does not exist.
+    pub children: Option<Vec<String>>,
+    /// The marker and its node's mtime, when the marker node exists.
+    pub marker: Option<(Marker, zk::Stat)>,
+}
+
+impl QueueState {
+    /// Judges contender `seq`, given `now_ms`, a server timestamp taken by a
+    /// write of ours at or after the moment the queue was read from.
+    pub fn verdict(&self, seq: i64, now_ms: i64) -> Verdict {
+        let Some(children) = &self.children else {
+            return Verdict::Gone;
+        };
+        let queue = contenders(children);
+        if !queue.iter().any(|c| c.seq == seq) {
+            return Verdict::Gone;
+        }
+        if queue.first().map(|c| c.seq) != Some(seq) {
+            return Verdict::Behind;
+        }
+        if let Some((m, stat)) = &self.marker {
+            if let Some(ms) = blocked_for_ms(m, stat.mtime, now_ms) {
+                return Verdict::Blocked(ms);
+            }
+        }
+        Verdict::Won
+    }
+}
+
+/// Sends the multi-read of queue + marker now; the future only collects the answer.
+pub(crate) fn read_queue<'a>(
+    client: &'a zk::Client,
+    paths: &LockPaths,
+) -> Result<impl std::future::Future<Output = Result<QueueState>> + Send + 'a> {
+    let mut r = client.new_multi_reader();
+    r.add_get_children(&paths.dir)
+        .map_err(|e| op_error("read lock queue", &paths.dir, e))?;
+    r.add_get_data(&paths.hold)
+        .map_err(|e| op_error("read lock queue", &paths.hold, e))?;
+    let fut = r.commit();
+    let dir = paths.dir.clone();
+    Ok(async move {
+        let results = fut
+            .await
+            .map_err(|e| op_error("read lock queue", &dir, e))?;
+        let mut state = QueueState {
+            children: None,
+            marker: None,
+        };
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                zk::MultiReadResult::Children { children } if i == 0 => {
+                    state.children = Some(children)
+                }
+                zk::MultiReadResult::Data { data, stat } if i == 1 => {
+                    state.marker = Some((Marker::decode(&data), stat))
+                }
+                zk::MultiReadResult::Error {
+                    err: zk::Error::NoNode,
+                } => {}
+                zk::MultiReadResult::Error { err } => {
+                    return Err(op_error("read lock queue", &dir, err));
+                }
+                _ => {}
+            }
+        }
+        Ok(state)
+    })
+}
+
+pub(crate) fn handle(session: &Session, path: &str) -> String {
+    format!("{:x}:{path}", session.id)
+}
+
+pub(crate) fn parse_handle(lease: &Lease) -> Option<(i64, &str)> {
+    let (sid, path) = lease.handle.split_once(':')?;
+    let sid = u64::from_str_radix(sid, 16).ok()? as i64;
+    path.starts_with('/').then_some((sid, path))
+}
+
+fn token_of(czxid: i64) -> Result<FencingToken> {
+    u64::try_from(czxid).map(FencingToken).map_err(|_| {
+        Error::backend_msg(
+            KIND,
+            "acquire",
+            format!("negative czxid {czxid} from the server"),
+        )
+    })
+}
+
+pub(crate) fn node_data(spec: &LockSpec, id: &str) -> Vec<u8> {
+    NodeData {
+        owner: spec.owner.clone(),
+        id: id.to_string(),
+        at_most_ms: u64::try_from(spec.at_most.as_millis()).unwrap_or(u64::MAX),
+        at_least_ms: u64::try_from(spec.at_least.as_millis()).unwrap_or(u64::MAX),
+        name: spec.name.as_str().to_string(),
+    }
+    .encode()
+}
+
+/// Builds the lease and registers it (at_most timer included).
+#[allow(clippy::too_many_arguments)]
+fn grant(
+    session: &Arc<Session>,
+    spec: &LockSpec,
+    path: &str,
+    id: &str,
+    czxid: i64,
+    version: i32,
+    sent: Instant,
+    recv: Instant,
+) -> Result<Lease> {
+    let token = token_of(czxid)?;
+    let valid_until = local_valid_until(sent, spec.at_most);
+    session.register(path, id, token.0, version, recv, valid_until);
+    Ok(Lease {
+        name: spec.name.clone(),
+        owner: spec.owner.clone(),
+        id: id.to_string(),
+        token,
+        acquired_at: sent,
+        valid_until,
+        at_most: spec.at_most,
+        at_least: spec.at_least,
+        handle: handle(session, path),
+    })
+}
+
+async fn timed<T>(
+    session: &Session,
+    what: &'static str,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T> {
+    tokio::time::timeout(session.request_timeout, fut)
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: what,
+            after: session.request_timeout,
+        })
+}
+
+/// A fresh attempt: create our node and read the queue in one round trip.
+pub(crate) async fn fresh(session: &Arc<Session>, spec: &LockSpec) -> Result<Option<Lease>> {
+    let paths = LockPaths::new(&session.cfg.root, &spec.name);
+    let client = session.client()?;
+    let id = new_acquisition_id();
+    let data = node_data(spec, &id);
+    let prefix = paths.node_prefix(&id);
+    let opts = zk::CreateMode::EphemeralSequential.with_acls(session.acls());
+    for attempt in 0..3 {
+        let sent = Instant::now();
+        // Both requests leave now, in this order; the server answers in order.
+        let create = client.create(&prefix, &data, &opts);
+        let read = read_queue(&client, &paths)?;
+        let (created, queue) =
+            match timed(session, "acquire", futures::future::join(create, read)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    session.orphan_create(&paths.dir, &id);
+                    return Err(e);
+                }
+            };
+        let (stat, seq) = match created {
+            Ok(ok) => ok,
+            Err(zk::Error::NoNode) if attempt < 2 => {
+                session.ensure_dir(&client, &paths, &spec.name).await?;
+                continue;
+            }
+            Err(e) => {
+                if outcome_unknown(&e) {
+                    session.orphan_create(&paths.dir, &id);
+                }
+                return Err(op_error("acquire", &paths.dir, e));
+            }
+        };
+        let recv = Instant::now();
+        session.proved(sent);
+        let path = format!("{prefix}{seq}");
+        let queue = match queue {
+            Ok(q) => q,
+            Err(e) => {
+                session.delete_or_orphan(&path).await;
+                return Err(e);
+            }
+        };
+        // Our own create stamped stat.ctime: a server timestamp no older
+        // than the moment the queue was read.
+        return match queue.verdict(seq.into_i64(), stat.ctime) {
+            Verdict::Won => grant(
+                session,
+                spec,
+                &path,
+                &id,
+                stat.czxid,
+                stat.version,
+                sent,
+                recv,
+            )
+            .map(Some),
+            Verdict::Behind | Verdict::Blocked(_) | Verdict::Gone => {
+                session.delete_or_orphan(&path).await;
+                Ok(None)
+            }
+        };
+    }
+    Err(Error::backend_msg(
+        KIND,
+        "acquire",
+        format!("the lock directory {} vanished while acquiring", paths.dir),
+    ))
+}
+
+/// Claims a parked waiting ticket: stamp it with our data (a write, which
+/// also yields a fresh server timestamp) and read the queue, in one round trip.
+pub(crate) async fn claim(
+    session: &Arc<Session>,
+    spec: &LockSpec,
+    mut ticket: Ticket,
+) -> Result<Option<Lease>> {
+    let paths = LockPaths::new(&session.cfg.root, &spec.name);
+    let dir = paths.dir.clone();
+    let client = session.client()?;
+    let data = node_data(spec, &ticket.id);
+    let sent = Instant::now();
+    let set = client.set_data(&ticket.path, &data, Some(ticket.version));
+    let read = read_queue(&client, &paths)?;
+    let (set, queue) = match timed(session, "acquire", futures::future::join(set, read)).await {
+        Ok(r) => r,
+        Err(e) => {
+            session.delete_or_orphan(&ticket.path).await;
+            return Err(e);
+        }
+    };
+    let stat = match set {
+        Ok(stat) => stat,
+        // The ticket is gone (its session ended, or an operator removed it):
+        // start over with a fresh node.
+        Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => return fresh(session, spec).await,
+        Err(e) => {
+            session.delete_or_orphan(&ticket.path).await;
+            return Err(op_error("acquire", &ticket.path, e));
+        }
+    };
+    let recv = Instant::now();
+    session.proved(sent);
+    ticket.version = stat.version;
+    let queue = match queue {
+        Ok(q) => q,
+        Err(e) => {
+            session.delete_or_orphan(&ticket.path).await;
+            return Err(e);
+        }
+    };
+    match queue.verdict(ticket.seq, stat.mtime) {
+        Verdict::Won => grant(
+            session,
+            spec,
+            &ticket.path,
+            &ticket.id,
+            stat.czxid,
+            stat.version,
+            sent,
+            recv,
+        )
+        .map(Some),
+        Verdict::Behind => {
+            ticket.blocked_until = None;
+            session.park(&dir, ticket);
+            Ok(None)
+        }
+        Verdict::Blocked(ms) => {
+            ticket.blocked_until = Some(recv + Duration::from_millis(ms.saturating_add(1)));
+            session.park(&dir, ticket);
+            Ok(None)
+        }
+        Verdict::Gone => fresh(session, spec).await,
+    }
+}

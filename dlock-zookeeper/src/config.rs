@@ -1,0 +1,338 @@
+//! The `zk://` URL: hosts, root path, digest credentials and timeouts.
+
+use dlock_core::{Error, Result};
+use std::fmt;
+use std::time::Duration;
+
+/// Default root path when the URL names none.
+pub const DEFAULT_ROOT: &str = "/dlock";
+/// Default requested session timeout.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default deadline for establishing a session.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything a `zk://` URL says, parsed and checked.
+///
+/// ```text
+/// zk://[user:password@]host:port[,host:port...][/root/path][?option=value&...]
+/// ```
+///
+/// Options: `session_timeout` (default 10s; the server clamps it to its
+/// `[minSessionTimeout, maxSessionTimeout]`), `connect_timeout` (default 5s),
+/// `request_timeout` (default: the session timeout). Durations are written
+/// like `4s` or `250ms`.
+///
+/// `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ZkConfig {
+    /// `host:port` pairs, as given (IPv6 hosts in brackets).
+    pub hosts: Vec<String>,
+    /// Absolute path under which dlock keeps its nodes (default `/dlock`).
+    pub root: String,
+    /// Digest user, if the URL carries credentials.
+    pub user: Option<String>,
+    password: Option<String>,
+    /// Requested session timeout.
+    pub session_timeout: Duration,
+    /// Deadline for establishing a session.
+    pub connect_timeout: Duration,
+    /// Deadline of every request; `None` means "the negotiated session timeout".
+    pub request_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for ZkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZkConfig")
+            .field("hosts", &self.hosts)
+            .field("root", &self.root)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("session_timeout", &self.session_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+impl ZkConfig {
+    /// Parses a `zk://` or `zookeeper://` URL.
+    pub fn parse(url: &str) -> Result<Self> {
+        let rest = url
+            .strip_prefix("zk://")
+            .or_else(|| url.strip_prefix("zookeeper://"))
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "{:?} is not a ZooKeeper URL: expected zk://host:port[,host:port...][/root]",
+                    redact(url)
+                ))
+            })?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let (userinfo, hostlist) = match authority.rfind('@') {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(ui) => {
+                let (u, p) = ui.split_once(':').ok_or_else(|| {
+                    Error::InvalidConfig(
+                        "ZooKeeper URL credentials must be user:password (digest auth)".into(),
+                    )
+                })?;
+                let u = decode("user name", u)?;
+                if u.is_empty() {
+                    return Err(Error::InvalidConfig(
+                        "ZooKeeper URL has an empty user name before ':'".into(),
+                    ));
+                }
+                (Some(u), Some(decode("password", p)?))
+            }
+        };
+        let hosts = parse_hosts(hostlist)?;
+        let root = parse_root(path)?;
+        let mut cfg = ZkConfig {
+            hosts,
+            root,
+            user,
+            password,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: None,
+        };
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "session_timeout" => cfg.session_timeout = parse_duration(&k, &v)?,
+                "connect_timeout" => cfg.connect_timeout = parse_duration(&k, &v)?,
+                "request_timeout" => cfg.request_timeout = Some(parse_duration(&k, &v)?),
+                other => {
+                    return Err(Error::InvalidConfig(format!(
+                        "unknown ZooKeeper URL option {other:?}; known: session_timeout, \
+                         connect_timeout, request_timeout"
+                    )))
+                }
+            }
+        }
+        if cfg.session_timeout > Duration::from_secs(3600) {
+            return Err(Error::InvalidConfig(format!(
+                "session_timeout {:?} is longer than an hour; a dead holder would block its locks that long",
+                cfg.session_timeout
+            )));
+        }
+        Ok(cfg)
+    }
+
+    /// The connect string handed to the client: `host:port,host:port`.
+    pub(crate) fn connect_string(&self) -> String {
+        self.hosts.join(",")
+    }
+
+    /// Where we connect, for error messages (no credentials).
+    pub fn target(&self) -> String {
+        format!("{}{}", self.connect_string(), self.root)
+    }
+
+    /// `user:password` for the digest scheme.
+    pub(crate) fn digest(&self) -> Option<String> {
+        match (&self.user, &self.password) {
+            (Some(u), Some(p)) => Some(format!("{u}:{p}")),
+            _ => None,
+        }
+    }
+}
+
+fn decode(what: &str, s: &str) -> Result<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| {
+            Error::InvalidConfig(format!(
+                "the {what} in the ZooKeeper URL is not valid UTF-8 after percent-decoding"
+            ))
+        })
+}
+
+fn parse_hosts(list: &str) -> Result<Vec<String>> {
+    if list.is_empty() {
+        return Err(Error::InvalidConfig(
+            "ZooKeeper URL names no host: use zk://host:port[,host:port...]".into(),
+        ));
+    }
+    let mut hosts = Vec::new();
+    for h in list.split(',') {
+        let (host, port) = if let Some(rest) = h.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "ZooKeeper host {h:?}: missing ']' after an IPv6 address"
+                ))
+            })?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(|| {
+                    Error::InvalidConfig(format!(
+                        "ZooKeeper host {h:?}: expected ':port' after ']'"
+                    ))
+                })?),
+            };
+            (format!("[{host}]"), port)
+        } else {
+            match h.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), Some(port)),
+                None => (h.to_string(), None),
+            }
+        };
+        if host.is_empty() || host == "[]" {
+            return Err(Error::InvalidConfig(format!(
+                "ZooKeeper URL has an empty host in {list:?}"
+            )));
+        }
+        if host
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b == b'/' || b == b'@' || b == b'?')
+        {
+            return Err(Error::InvalidConfig(format!(
+                "ZooKeeper host {host:?} contains characters a host name cannot have"
+            )));
+        }
+        let port: u16 = match port {
+            None => 2181,
+            Some(p) => p.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                Error::InvalidConfig(format!("ZooKeeper host {h:?}: {p:?} is not a port number"))
+            })?,
+        };
+        hosts.push(format!("{host}:{port}"));
+    }
+    Ok(hosts)
+}
+
+/// Checks the root path: absolute, no empty, `.` or `..` segments, no
+/// characters ZooKeeper refuses, not inside `/zookeeper`.
+fn parse_root(path: &str) -> Result<String> {
+    let path = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| Error::InvalidConfig("the ZooKeeper root path is not valid UTF-8".into()))?;
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(DEFAULT_ROOT.to_string());
+    }
+    for seg in trimmed[1..].split('/') {
+        let bad = seg.is_empty()
+            || seg == "."
+            || seg == ".."
+            || seg.chars().any(|c| {
+                let u = u32::from(c);
+                u <= 0x1f
+                    || (0x7f..=0x9f).contains(&u)
+                    || (0xd800..=0xf8ff).contains(&u)
+                    || u >= 0xfff0
+            });
+        if bad {
+            return Err(Error::InvalidConfig(format!(
+                "ZooKeeper root path {path:?} has an empty, '.', '..' or unprintable segment"
+            )));
+        }
+    }
+    if trimmed == "/zookeeper" || trimmed.starts_with("/zookeeper/") {
+        return Err(Error::InvalidConfig(
+            "ZooKeeper root path must not be inside /zookeeper (reserved by the server)".into(),
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn parse_duration(key: &str, v: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(v).map_err(|e| {
+        Error::InvalidConfig(format!(
+            "{key}={v:?} is not a duration like 5s or 250ms: {e}"
+        ))
+    })?;
+    if d.is_zero() {
+        return Err(Error::InvalidConfig(format!(
+            "{key} must be greater than zero"
+        )));
+    }
+    Ok(d)
+}
+
+/// The URL with any password replaced, for error messages.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..auth_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn full_url() {
+        let c = ZkConfig::parse(
+            "zk://al%40ice:p%3Ass@h1:2181,[::1]:2182,h3/app/locks?session_timeout=4s&connect_timeout=750ms&request_timeout=2s",
+        )
+        .unwrap();
+        assert_eq!(c.hosts, ["h1:2181", "[::1]:2182", "h3:2181"]);
+        assert_eq!(c.root, "/app/locks");
+        assert_eq!(c.user.as_deref(), Some("al@ice"));
+        assert_eq!(c.digest().unwrap(), "al@ice:p:ss");
+        assert_eq!(c.session_timeout, Duration::from_secs(4));
+        assert_eq!(c.connect_timeout, Duration::from_millis(750));
+        assert_eq!(c.request_timeout, Some(Duration::from_secs(2)));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("p:ss") && dbg.contains("***"), "{dbg}");
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ZkConfig::parse("zookeeper://127.0.0.1:2181").unwrap();
+        assert_eq!(c.root, DEFAULT_ROOT);
+        assert_eq!(c.session_timeout, DEFAULT_SESSION_TIMEOUT);
+        assert!(c.user.is_none() && c.digest().is_none());
+        assert_eq!(ZkConfig::parse("zk://h:1/").unwrap().root, DEFAULT_ROOT);
+        assert_eq!(ZkConfig::parse("zk://h:1/a/b/").unwrap().root, "/a/b");
+    }
+
+    #[test]
+    fn bad_urls() {
+        for (u, want) in [
+            ("etcd://h:1", "not a ZooKeeper URL"),
+            ("zk://", "no host"),
+            ("zk://h:x", "not a port"),
+            ("zk://h:0", "not a port"),
+            ("zk://h:1,,h:2", "empty host"),
+            ("zk://h:1/a//b", "empty, '.', '..'"),
+            ("zk://h:1/a/../b", "empty, '.', '..'"),
+            ("zk://h:1/zookeeper/x", "reserved"),
+            ("zk://h:1?session_timeout=soon", "not a duration"),
+            ("zk://h:1?session_timeout=0s", "greater than zero"),
+            ("zk://h:1?colour=red", "unknown ZooKeeper URL option"),
+            ("zk://user@h:1", "user:password"),
+            ("zk://:pw@h:1", "empty user"),
+        ] {
+            let e = ZkConfig::parse(u).unwrap_err().to_string();
+            assert!(e.contains(want), "{u}: {e}");
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact("zk://u:secret@h:1/r"), "zk://u:***@h:1/r");
+        assert_eq!(redact("zk://h:1/r"), "zk://h:1/r");
+        let e = ZkConfig::parse("zz://u:secret@h:1")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("secret"), "{e}");
+    }
+}

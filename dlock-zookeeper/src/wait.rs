@@ -1,0 +1,278 @@
+//! Waiting for a held lock: queue a ticket node and watch only its
+//! predecessor (no herd), keeping the ticket's place for the next attempt.
+
+use crate::acquire::{read_queue, Verdict};
+use crate::error::{op_error, outcome_unknown};
+use crate::nodes::{contenders, LockPaths, NodeData};
+use crate::session::{Session, Ticket};
+use dlock_core::{new_acquisition_id, Error, LockName, Result};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zookeeper_client as zk;
+
+/// Deletes the ticket unless it was parked (a cancelled or timed-out wait
+/// must not leave a node in the queue).
+struct TicketGuard {
+    session: Arc<Session>,
+    ticket: Option<Ticket>,
+}
+
+impl TicketGuard {
+    fn ticket(&self) -> Result<&Ticket> {
+        self.ticket.as_ref().ok_or_else(|| {
+            Error::backend_msg(
+                crate::error::KIND,
+                "wait",
+                "internal: ticket already handed over",
+            )
+        })
+    }
+
+    fn park(mut self, dir: &str) {
+        if let Some(t) = self.ticket.take() {
+            self.session.park(dir, t);
+        }
+    }
+
+    async fn delete(mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.session.delete_or_orphan(&t.path).await;
+        }
+    }
+
+    fn disarm(mut self) {
+        self.ticket = None;
+    }
+}
+
+impl Drop for TicketGuard {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            let s = self.session.clone();
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                h.spawn(async move { s.delete_or_orphan(&t.path).await });
+            }
+        }
+    }
+}
+
+enum Place {
+    Lowest,
+    Behind(String),
+    Gone,
+}
+
+fn place(children: &[String], seq: i64) -> Place {
+    let queue = contenders(children);
+    if !queue.iter().any(|c| c.seq == seq) {
+        return Place::Gone;
+    }
+    match queue.iter().rev().find(|c| c.seq < seq) {
+        Some(pred) => Place::Behind(pred.name.clone()),
+        None => Place::Lowest,
+    }
+}
+
+/// Queues a new ticket; answers it with the queue as read right after it.
+async fn new_ticket(
+    session: &Arc<Session>,
+    client: &zk::Client,
+    paths: &LockPaths,
+    name: &LockName,
+) -> Result<(Ticket, Vec<String>, Option<u64>)> {
+    let id = new_acquisition_id();
+    let prefix = paths.node_prefix(&id);
+    let data = NodeData {
+        id: id.clone(),
+        name: name.as_str().to_string(),
+        ..NodeData::default()
+    }
+    .encode();
+    let opts = zk::CreateMode::EphemeralSequential.with_acls(session.acls());
+    for attempt in 0..3 {
+        let sent = Instant::now();
+        let create = client.create(&prefix, &data, &opts);
+        let read = read_queue(client, paths)?;
+        let (created, queue) = match tokio::time::timeout(
+            session.request_timeout,
+            futures::future::join(create, read),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                session.orphan_create(&paths.dir, &id);
+                return Err(Error::Timeout {
+                    operation: "queue a waiting ticket",
+                    after: session.request_timeout,
+                });
+            }
+        };
+        let (stat, seq) = match created {
+            Ok(ok) => ok,
+            Err(zk::Error::NoNode) if attempt < 2 => {
+                session.ensure_dir(client, paths, name).await?;
+                continue;
+            }
+            Err(e) => {
+                if outcome_unknown(&e) {
+                    session.orphan_create(&paths.dir, &id);
+                }
+                return Err(op_error("wait", &paths.dir, e));
+            }
+        };
+        session.proved(sent);
+        let path = format!("{prefix}{seq}");
+        let ticket = Ticket::new(path, id, seq.into_i64(), &stat);
+        let queue = match queue {
+            Ok(q) => q,
+            Err(e) => {
+                session.delete_or_orphan(&ticket.path).await;
+                return Err(e);
+            }
+        };
+        let blocked = match queue.verdict(ticket.seq, stat.ctime) {
+            Verdict::Blocked(ms) => Some(ms),
+            _ => None,
+        };
+        let children = queue.children.unwrap_or_default();
+        return Ok((ticket, children, blocked));
+    }
+    Err(Error::backend_msg(
+        crate::error::KIND,
+        "wait",
+        format!("the lock directory {} vanished while queueing", paths.dir),
+    ))
+}
+
+/// Returns when the ticket is first in line (parked for the next
+/// `try_acquire`), or after `max_wait` (ticket removed).
+pub(crate) async fn wait_for_release(
+    session: Arc<Session>,
+    name: &LockName,
+    max_wait: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + max_wait;
+    let paths = LockPaths::new(&session.cfg.root, name);
+    let client = session.client()?;
+    let (guard, mut children) = match session.take_ticket(&paths.dir) {
+        Some(t) => (
+            TicketGuard {
+                session: session.clone(),
+                ticket: Some(t),
+            },
+            None,
+        ),
+        None => {
+            let (mut t, kids, blocked) = new_ticket(&session, &client, &paths, name).await?;
+            if let Some(ms) = blocked {
+                t.blocked_until =
+                    Some(Instant::now() + Duration::from_millis(ms.saturating_add(1)));
+            }
+            (
+                TicketGuard {
+                    session: session.clone(),
+                    ticket: Some(t),
+                },
+                Some(kids),
+            )
+        }
+    };
+    let mut guard = guard;
+    loop {
+        let ticket = guard.ticket()?.clone();
+        if let Some(until) = ticket.blocked_until {
+            // First in line, but a released holder's lock_at_least_for is
+            // still running: sleep it out, then let try_acquire check again.
+            if until > Instant::now() {
+                tokio::time::sleep_until(until.min(deadline).into()).await;
+            }
+            if Instant::now() >= deadline {
+                guard.delete().await;
+                return Ok(());
+            }
+            if let Some(t) = guard.ticket.as_mut() {
+                t.blocked_until = None;
+            }
+            guard.park(&paths.dir);
+            return Ok(());
+        }
+        let kids = match children.take() {
+            Some(k) => k,
+            None => {
+                let r =
+                    tokio::time::timeout(session.request_timeout, client.list_children(&paths.dir))
+                        .await;
+                match r {
+                    Ok(Ok(k)) => k,
+                    Ok(Err(zk::Error::NoNode)) => Vec::new(),
+                    Ok(Err(e)) => return Err(op_error("wait", &paths.dir, e)),
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            operation: "wait: list the lock queue",
+                            after: session.request_timeout,
+                        })
+                    }
+                }
+            }
+        };
+        let pred = match place(&kids, ticket.seq) {
+            Place::Gone => {
+                guard.disarm();
+                return Ok(());
+            }
+            Place::Lowest => {
+                guard.park(&paths.dir);
+                return Ok(());
+            }
+            Place::Behind(pred) => paths.child(&pred),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            guard.delete().await;
+            return Ok(());
+        }
+        let watched =
+            tokio::time::timeout(session.request_timeout, client.check_and_watch_stat(&pred)).await;
+        let watcher = match watched {
+            Ok(Ok((None, _))) => continue,
+            Ok(Ok((Some(_), w))) => w,
+            Ok(Err(e)) => return Err(op_error("wait: watch the predecessor", &pred, e)),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    operation: "wait: watch the predecessor",
+                    after: session.request_timeout,
+                })
+            }
+        };
+        tokio::select! {
+            ev = watcher.changed() => {
+                if ev.event_type == zk::EventType::Session {
+                    // Terminal session state: the next call opens a new session.
+                    guard.disarm();
+                    return Ok(());
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                guard.delete().await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predecessor_is_the_next_lower() {
+        let kids: Vec<String> = ["n-a-0000000001", "n-b-0000000003", "hold", "n-c-0000000007"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(matches!(place(&kids, 1), Place::Lowest));
+        assert!(matches!(place(&kids, 7), Place::Behind(p) if p == "n-b-0000000003"));
+        assert!(matches!(place(&kids, 5), Place::Gone));
+    }
+}
