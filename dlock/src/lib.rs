@@ -5,6 +5,17 @@ pub use dlock_core::*;
 mod connect;
 pub use connect::{connect, supported_schemes, BackendScheme, SCHEMES};
 
+mod try_lock;
+#[doc(hidden)]
+pub use try_lock::__private;
+pub use try_lock::{current_lock, default_locker, set_default_locker};
+
+/// Runs an `async fn` only when a distributed lock could be taken; see
+/// [`dlock_macros::try_lock`] for the arguments. The return type `T` becomes
+/// `dlock::Result<Option<T>>` (`Ok(None)`: another owner held the lock).
+pub use dlock_macros::try_lock;
+
+
 /// The SQL adapters (SQLite, PostgreSQL, MySQL/MariaDB).
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use dlock_sql as sql;

@@ -1,0 +1,4 @@
+#[dlock::try_lock(name = "emailLock", keep_alive)]
+async fn send_emails() {}
+
+fn main() {}

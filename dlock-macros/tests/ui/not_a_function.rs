@@ -1,0 +1,4 @@
+#[dlock::try_lock(name = "emailLock")]
+struct Mailer;
+
+fn main() {}
