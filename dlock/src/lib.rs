@@ -15,6 +15,7 @@ pub use try_lock::{current_lock, default_locker, set_default_locker};
 /// `dlock::Result<Option<T>>` (`Ok(None)`: another owner held the lock).
 pub use dlock_macros::try_lock;
 
+pub mod schedule;
 
 /// The SQL adapters (SQLite, PostgreSQL, MySQL/MariaDB).
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
