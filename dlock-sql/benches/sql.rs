@@ -1,0 +1,255 @@
+//! Acquire / release latency on each SQL backend next to a raw single-row
+//! UPDATE on the same pool, interleaved in one run so both see the same
+//! server state. Prints markdown tables of p50/p99.
+//!
+//! ```text
+//! cargo bench -p dlock-sql --all-features --bench sql
+//! ```
+//!
+//! PostgreSQL and MySQL/MariaDB come from DLOCK_TEST_POSTGRES_URL and
+//! DLOCK_TEST_MYSQL_URL (a fresh table each); SQLite uses a temporary file.
+//! DLOCK_BENCH_ITERS (default 2000, after 200 warm-up rounds) sets the size.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use dlock_core::{LockBackend, LockName, LockSpec, Locker};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WARMUP: usize = 200;
+
+struct Col {
+    label: &'static str,
+    v: Vec<Duration>,
+}
+
+impl Col {
+    fn new(label: &'static str) -> Self {
+        Col {
+            label,
+            v: Vec::new(),
+        }
+    }
+    fn q(&self, q: f64) -> Duration {
+        let mut s = self.v.clone();
+        s.sort();
+        let i = ((s.len() - 1) as f64 * q).round() as usize;
+        s[i]
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// One backend: `raw` runs the baseline UPDATE on the backend's own pool.
+async fn run<F, Fut>(title: &str, backend: Arc<dyn LockBackend>, iters: usize, raw: F) -> String
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let locker = Locker::from_arc(backend.clone())
+        .with_owner("bench")
+        .unwrap()
+        .with_defaults(dlock_core::LockOptions::new(Duration::from_secs(60)).keep_alive(false));
+    let spec = LockSpec::new(
+        LockName::new("bench-job").unwrap(),
+        "bench",
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let mut cols = [
+        Col::new("raw single-row UPDATE (baseline)"),
+        Col::new("acquire (backend.try_acquire)"),
+        Col::new("release (backend.release)"),
+        Col::new("acquire + release"),
+        Col::new("Locker::try_lock + guard.release"),
+    ];
+    for i in 0..WARMUP + iters {
+        let t0 = Instant::now();
+        raw().await;
+        let t1 = Instant::now();
+        let lease = backend
+            .try_acquire(&spec)
+            .await
+            .unwrap()
+            .expect("the bench lock is free");
+        let t2 = Instant::now();
+        backend.release(&lease).await.unwrap();
+        let t3 = Instant::now();
+        let g = locker
+            .try_lock("bench-locker", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .expect("the bench lock is free");
+        g.release().await.unwrap();
+        let t4 = Instant::now();
+        if i >= WARMUP {
+            cols[0].v.push(t1 - t0);
+            cols[1].v.push(t2 - t1);
+            cols[2].v.push(t3 - t2);
+            cols[3].v.push(t3 - t1);
+            cols[4].v.push(t4 - t3);
+        }
+    }
+    let base = cols[0].q(0.5);
+    let mut s = format!(
+        "\n### {title}\n\n| operation | n | p50 µs | p99 µs | p50 / raw UPDATE p50 |\n|---|---:|---:|---:|---:|\n"
+    );
+    for c in &cols {
+        s.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {:.2} |\n",
+            c.label,
+            c.v.len(),
+            us(c.q(0.5)),
+            us(c.q(0.99)),
+            c.q(0.5).as_secs_f64() / base.as_secs_f64()
+        ));
+    }
+    let ratio = cols[1].q(0.5).as_secs_f64() / base.as_secs_f64();
+    s.push_str(&format!(
+        "\nacquire p50 / raw UPDATE p50 = {ratio:.2} (target <= 1.20: {})\n",
+        if ratio <= 1.2 { "met" } else { "NOT met" }
+    ));
+    s
+}
+
+fn table_name() -> String {
+    format!("dlock_bench_{}", &dlock_core::new_acquisition_id()[..10])
+}
+
+fn with_query(url: &str, q: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{q}")
+}
+
+async fn postgres(iters: usize) -> String {
+    let Ok(url) = std::env::var("DLOCK_TEST_POSTGRES_URL") else {
+        return "\n(postgres skipped: DLOCK_TEST_POSTGRES_URL is not set)\n".into();
+    };
+    let t = table_name();
+    let b = Arc::new(
+        dlock_sql::PostgresBackend::connect(&with_query(&url, &format!("table={t}")))
+            .await
+            .unwrap(),
+    );
+    let pool = b.pool().clone();
+    let raw_t = format!("{t}_raw");
+    sqlx::query(&format!(
+        "CREATE TABLE {raw_t} (id INT PRIMARY KEY, v BIGINT NOT NULL)"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!("INSERT INTO {raw_t} VALUES (1, 0)"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let upd = format!("UPDATE {raw_t} SET v = v + 1 WHERE id = $1");
+    let out = run("PostgreSQL", b.clone(), iters, || {
+        let (pool, upd) = (pool.clone(), upd.clone());
+        async move {
+            sqlx::query(&upd).bind(1).execute(&pool).await.unwrap();
+        }
+    })
+    .await;
+    for table in [&raw_t, &t] {
+        sqlx::query(&format!("DROP TABLE {table}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    out
+}
+
+async fn mysql(iters: usize) -> String {
+    let Ok(url) = std::env::var("DLOCK_TEST_MYSQL_URL") else {
+        return "\n(mysql skipped: DLOCK_TEST_MYSQL_URL is not set)\n".into();
+    };
+    let t = table_name();
+    let b = Arc::new(
+        dlock_sql::MysqlBackend::connect(&with_query(&url, &format!("table={t}")))
+            .await
+            .unwrap(),
+    );
+    let pool = b.pool().clone();
+    let raw_t = format!("{t}_raw");
+    sqlx::query(&format!(
+        "CREATE TABLE {raw_t} (id INT PRIMARY KEY, v BIGINT NOT NULL) ENGINE=InnoDB"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(&format!("INSERT INTO {raw_t} VALUES (1, 0)"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let upd = format!("UPDATE {raw_t} SET v = v + 1 WHERE id = ?");
+    let out = run("MySQL/MariaDB", b.clone(), iters, || {
+        let (pool, upd) = (pool.clone(), upd.clone());
+        async move {
+            sqlx::query(&upd).bind(1).execute(&pool).await.unwrap();
+        }
+    })
+    .await;
+    for table in [&raw_t, &t] {
+        sqlx::query(&format!("DROP TABLE {table}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    out
+}
+
+async fn sqlite(iters: usize) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/bench.db", dir.path().display());
+    let b = Arc::new(dlock_sql::SqliteBackend::connect(&url).await.unwrap());
+    let pool = b.pool().clone();
+    sqlx::query("CREATE TABLE raw (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO raw VALUES (1, 0)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    run(
+        "SQLite (temp file, WAL, synchronous=FULL)",
+        b.clone(),
+        iters,
+        || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query("UPDATE raw SET v = v + 1 WHERE id = ?1")
+                    .bind(1)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+        },
+    )
+    .await
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs it once, tiny.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let iters = if smoke {
+        20
+    } else {
+        std::env::var("DLOCK_BENCH_ITERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2000)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        println!("\n## dlock-sql: acquire/release vs a raw single-row UPDATE ({iters} rounds after {WARMUP} warm-up, one client, interleaved)");
+        print!("{}", postgres(iters).await);
+        print!("{}", mysql(iters).await);
+        print!("{}", sqlite(iters).await);
+    });
+}
