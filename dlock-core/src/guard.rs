@@ -208,50 +208,65 @@ impl LockGuard {
 
     /// Releases the lock, honouring `lock_at_least_for`, and reports errors.
     /// A lease that was lost while held is [`Error::LockLost`]: the work that
-    /// ran under it was not protected for its whole duration.
+    /// ran under it was not protected for its whole duration. (A release is
+    /// still sent then, matched on this acquisition, in case a cancelled
+    /// extension revived the lease at the coordinator.)
+    ///
+    /// Cancelling this future leaves the background release of `Drop` in charge.
     pub async fn release(mut self) -> Result<()> {
-        self.done = true;
         let shared = self.shared.clone();
         let _op = shared.op_lock.lock().await;
         if let Some(w) = self.watchdog.take() {
             w.abort();
         }
         let lease = shared.lease().clone();
+        let span = tracing::debug_span!("dlock.release", backend = shared.backend.kind(), lock = %lease.name, token = lease.token.0);
+        let sent = shared.backend.release(&lease).instrument(span).await;
+        self.done = true;
         if let Some(reason) = shared.lost_reason() {
             return Err(Error::lost(&lease.name, reason));
         }
         metrics::histogram!("dlock_hold_seconds", "backend" => shared.backend.kind())
             .record(lease.acquired_at.elapsed().as_secs_f64());
-        let span = tracing::debug_span!("dlock.release", backend = shared.backend.kind(), lock = %lease.name, token = lease.token.0);
-        shared.backend.release(&lease).instrument(span).await
+        sent
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if let Some(w) = self.watchdog.take() {
-            w.abort();
-        }
+        let watchdog = self.watchdog.take();
         if self.done {
+            if let Some(w) = watchdog {
+                w.abort();
+            }
             return;
         }
         let shared = self.shared.clone();
-        if shared.lost_reason().is_some() {
-            return;
-        }
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _op = shared.op_lock.lock().await;
-                let lease = shared.lease().clone();
-                if let Err(e) = shared.backend.release(&lease).await {
-                    tracing::warn!(backend = shared.backend.kind(), lock = %lease.name, error = %e,
-                        "dlock: background release on drop failed; the lease expires by itself");
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    // Wait for an extension in flight, then stop the watchdog and release.
+                    let _op = shared.op_lock.lock().await;
+                    if let Some(w) = watchdog {
+                        w.abort();
+                    }
+                    let lease = shared.lease().clone();
+                    if let Err(e) = shared.backend.release(&lease).await {
+                        if shared.lost_reason().is_none() {
+                            tracing::warn!(backend = shared.backend.kind(), lock = %lease.name, error = %e,
+                                "dlock: background release on drop failed; the lease expires by itself");
+                        }
+                    }
+                });
+            }
+            Err(_) => {
+                if let Some(w) = watchdog {
+                    w.abort();
                 }
-            });
-        } else {
-            tracing::warn!(
-                "dlock: guard dropped outside a tokio runtime; the lease expires by itself"
-            );
+                tracing::warn!(
+                    "dlock: guard dropped outside a tokio runtime; the lease expires by itself"
+                );
+            }
         }
     }
 }
@@ -271,14 +286,8 @@ async fn watchdog(
         let Some(s) = shared.upgrade() else { return };
         let lease = s.lease().clone();
         drop(s);
-        let lease_len = lease.at_most;
-        // Extend every third of the lease, measured from the last grant.
-        let renew_at = lease
-            .valid_until
-            .checked_sub(lease_len.mul_f64(2.0 / 3.0))
-            .unwrap_or(lease.acquired_at);
         let wake = if keep_alive {
-            renew_at.max(Instant::now())
+            renew_point(&lease).max(Instant::now())
         } else {
             lease.valid_until
         };
@@ -290,15 +299,17 @@ async fn watchdog(
             }
         }
         let Some(s) = shared.upgrade() else { return };
-        let current = s.lease().valid_until;
+        let lease = s.lease().clone();
+        let lease_len = lease.at_most;
+        let current = lease.valid_until;
         if Instant::now() >= current {
             s.mark_lost(
                 "lease expired: lock_at_most_for passed without a successful extension".into(),
             );
             return;
         }
-        if !keep_alive {
-            // Extended by hand in the meantime: sleep until the new end.
+        if !keep_alive || Instant::now() < renew_point(&lease) {
+            // Extended in the meantime (by hand): sleep until the new point.
             continue;
         }
         let deadline = tokio::time::sleep_until(current.into());
@@ -327,4 +338,12 @@ async fn watchdog(
             reason = &mut loss => { s.mark_lost(reason); return; }
         }
     }
+}
+
+/// When keep-alive extends: a third of the lease after the last grant.
+fn renew_point(lease: &Lease) -> Instant {
+    lease
+        .valid_until
+        .checked_sub(lease.at_most.mul_f64(2.0 / 3.0))
+        .unwrap_or(lease.acquired_at)
 }

@@ -70,7 +70,12 @@ impl Lease {
 /// A safety margin of 1% + 2 ms covers clock-rate drift between the hosts.
 pub fn local_valid_until(sent_at: Instant, lease: Duration) -> Instant {
     let margin = lease / 100 + Duration::from_millis(2);
-    sent_at + lease.saturating_sub(margin)
+    let valid = lease.saturating_sub(margin);
+    // A lease too long to represent as an Instant: a century is as good.
+    sent_at
+        .checked_add(valid)
+        .or_else(|| sent_at.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(sent_at)
 }
 
 /// A new random acquisition id (UUID v4, 32 lower-case hex digits).

@@ -269,8 +269,14 @@ impl Acquire<'_> {
         let spec = LockSpec::new(name, self.locker.owner.clone(), self.opts.lock_for)?
             .with_at_least(self.opts.at_least)?;
         backend.capabilities().check_spec(kind, &spec)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(crate::Error::InvalidConfig(
+                "dlock needs a tokio runtime (guards keep their lease on it)".into(),
+            ));
+        }
         let started = Instant::now();
-        let deadline = started + self.opts.wait;
+        // `None`: wait without a deadline (a wait too long to represent).
+        let deadline = started.checked_add(self.opts.wait);
         let span = tracing::debug_span!("dlock.acquire", backend = kind, lock = %spec.name, owner = %spec.owner);
         async {
             loop {
@@ -283,15 +289,73 @@ impl Acquire<'_> {
                         .map(Some);
                 }
                 let now = Instant::now();
-                if now >= deadline {
+                let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+                if left.is_zero() {
                     metrics::counter!("dlock_skipped_total", "backend" => kind).increment(1);
                     tracing::debug!("held by another owner");
                     return Ok(None);
                 }
-                backend.wait_for_release(&spec.name, deadline - now).await?;
+                // One wait at a time is bounded, so backends never see a huge deadline.
+                let step = left.min(Duration::from_secs(60));
+                backend.wait_for_release(&spec.name, step).await?;
             }
         }
         .instrument(span)
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{async_trait, Capabilities, Lease, LockBackend, LockInfo};
+
+    /// A backend whose lock is always held by someone else: enough to
+    /// exercise the waiting loop's arithmetic without a coordinator.
+    struct AlwaysHeld;
+
+    #[async_trait]
+    impl LockBackend for AlwaysHeld {
+        fn kind(&self) -> &'static str {
+            "always-held"
+        }
+        fn capabilities(&self) -> Capabilities {
+            let mut c = Capabilities::new();
+            c.poll_interval = Duration::from_millis(5);
+            c
+        }
+        async fn try_acquire(&self, _: &LockSpec) -> crate::Result<Option<Lease>> {
+            Ok(None)
+        }
+        async fn extend(&self, l: &Lease, _: Duration) -> crate::Result<Lease> {
+            Err(crate::Error::lost(&l.name, "never held"))
+        }
+        async fn release(&self, l: &Lease) -> crate::Result<()> {
+            Err(crate::Error::lost(&l.name, "never held"))
+        }
+        async fn inspect(&self, _: &LockName) -> crate::Result<Option<LockInfo>> {
+            Ok(None)
+        }
+        async fn force_release(&self, _: &LockName) -> crate::Result<bool> {
+            Ok(false)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endless_wait_does_not_overflow() {
+        let locker = Locker::new(AlwaysHeld);
+        let r = tokio::time::timeout(
+            Duration::from_millis(200),
+            locker.lock("x", Duration::from_secs(1), Duration::MAX),
+        )
+        .await;
+        assert!(r.is_err(), "still waiting, without a panic");
+    }
+
+    #[test]
+    fn outside_a_runtime_is_an_error_not_a_panic() {
+        let locker = Locker::new(AlwaysHeld);
+        let r = futures::executor::block_on(locker.try_lock("x", Duration::from_secs(1)));
+        assert!(matches!(r, Err(crate::Error::InvalidConfig(_))), "{r:?}");
     }
 }

@@ -65,7 +65,8 @@ impl Statements {
                  WHERE name = ?1 AND acquisition_id = ?2 AND lock_until > {NOW}"
             ),
             release: format!(
-                "UPDATE {t} SET lock_until = MAX(locked_at + ?3, {NOW}) \
+                "UPDATE {t} SET lock_until = MAX(locked_at + ?3, {NOW}), \
+                 acquisition_id = 'released:' || acquisition_id \
                  WHERE name = ?1 AND acquisition_id = ?2 AND lock_until > {NOW}"
             ),
             inspect: format!(
@@ -255,7 +256,8 @@ impl LockBackend for SqliteBackend {
 
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::new();
-        c.min_lease = Duration::from_millis(1);
+        // Below this the local safety margin (1% + 2 ms) eats the lease.
+        c.min_lease = Duration::from_millis(50);
         c.max_lease = Some(Duration::from_secs(100 * 365 * 86_400));
         c.lease_granularity = Duration::from_micros(1);
         c.expiry_slack = Duration::from_millis(20);
@@ -281,10 +283,14 @@ impl LockBackend for SqliteBackend {
                     .bind(&spec.owner)
                     .bind(&id)
                     .bind(lease_us)
-                    .fetch_optional(&self.pool),
+                    // fetch_all steps the statement to its end, so a failed
+                    // commit surfaces here instead of being dropped.
+                    .fetch_all(&self.pool),
             )
             .await?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = row.first() else {
+            return Ok(None);
+        };
         let token: i64 = row
             .try_get(0)
             .map_err(|e| Error::backend(KIND, "acquire", e))?;

@@ -1,5 +1,5 @@
-//! The conformance suite against SQLite: one database file shared by every
-//! case and child process of this run, a fresh table per run.
+//! The conformance suite against SQLite: one database file per run, shared by
+//! its cases and child processes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
@@ -12,8 +12,9 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     dlock_testkit::Suite::new("sqlite")
-        .url(format!("sqlite://{dir}/conformance.db"))
-        .namespace(|url: &str, ns: &str| format!("{url}?table=dlock_{ns}"))
+        .url(format!("sqlite://{dir}/"))
+        // A file and a table per run: runs (and nextest's one-process-per-case) never meet.
+        .namespace(|url: &str, ns: &str| format!("{url}{ns}.db?table=dlock_{ns}"))
         .unreachable_url(format!("sqlite://{dir}/no-such-directory/x.db"))
         .connect(|url: String| async move {
             Ok(Arc::new(dlock_sql::SqliteBackend::connect(&url).await?)

@@ -85,6 +85,13 @@ pub fn cases() -> Vec<Case> {
             none,
             release_after_loss_is_lock_lost,
         ),
+        case("expired_lease_is_stale", none, expired_lease_is_stale),
+        case("released_lease_is_stale", none, released_lease_is_stale),
+        case(
+            "drop_releases_in_background",
+            none,
+            drop_releases_in_background,
+        ),
         case("expiry_after_at_most", none, expiry_after_at_most),
         case("at_least_after_release", none, at_least_after_release),
         case(
@@ -384,6 +391,10 @@ async fn stale_lease_gets_lock_lost(ctx: Ctx) -> CaseResult {
     )
     .await?;
     ensure!(
+        Instant::now() >= old.valid_until,
+        "taken over while the old lease was locally still valid"
+    );
+    ensure!(
         g2.token() > old.token,
         "new holder's token {} not above the expired one {}",
         g2.token(),
@@ -462,6 +473,10 @@ async fn expiry_after_at_most(ctx: Ctx) -> CaseResult {
         .ok_or("free lock not taken")?;
     let (g2, took) = take_when_free(&b, &name, lease * 5, t0, ctx.expiry_bound(lease)).await?;
     ensure!(
+        Instant::now() >= g.lease().valid_until && !g.is_held(),
+        "another owner took the lock while the first guard still counted itself valid"
+    );
+    ensure!(
         took >= just_under(lease),
         "lock of {lease:?} was free again after only {took:?}"
     );
@@ -473,7 +488,9 @@ async fn at_least_after_release(ctx: Ctx) -> CaseResult {
     let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
     let name = ctx.name("x");
     let at_least = round_up(Duration::from_secs(2), ctx.caps.lease_granularity);
-    let at_most = ctx.lease_at_least(at_least + Duration::from_secs(1));
+    // at_most far beyond at_least: a release that ignored at_least, or did
+    // nothing, cannot pass by the lease simply running out.
+    let at_most = ctx.lease_at_least(at_least + Duration::from_secs(10));
     let t0 = Instant::now();
     let g = a
         .acquire(&name)
@@ -504,7 +521,7 @@ async fn at_least_after_exit(ctx: Ctx) -> CaseResult {
     let b = ctx.locker("owner-b").await?;
     let name = ctx.name("x");
     let at_least = round_up(Duration::from_secs(2), ctx.caps.lease_granularity);
-    let at_most = ctx.lease_at_least(at_least + Duration::from_secs(1));
+    let at_most = ctx.lease_at_least(at_least + Duration::from_secs(10));
     let t_spawn = Instant::now();
     let mut child = ctx.spawn_child(Role::Hold {
         name: name.clone(),
@@ -1048,7 +1065,9 @@ async fn concurrency_no_overlap(ctx: Ctx) -> CaseResult {
     const PROC_TASKS: usize = 2;
     const PER_TASK: usize = 143; // (8 + 3*2) * 143 = 2002 acquisitions
     let names: Vec<String> = (0..3).map(|i| ctx.name(&format!("hot{i}"))).collect();
-    let lease = ctx.lease_at_least(Duration::from_secs(2));
+    // Holds last about a millisecond; a long lease keeps a slow machine from
+    // turning scheduling delays into expiries.
+    let lease = ctx.lease_at_least(Duration::from_secs(10));
     let mut children = Vec::new();
     for p in 0..PROCS {
         children.push(ctx.spawn_child(Role::Work {
@@ -1257,4 +1276,88 @@ async fn lease_above_maximum_is_unsupported(ctx: Ctx) -> CaseResult {
         "a lease of {over:?} above the declared maximum {max:?} answered {r:?}"
     );
     Ok(())
+}
+
+async fn expired_lease_is_stale(ctx: Ctx) -> CaseResult {
+    let backend = ctx.fresh().await?;
+    let a = ctx.locker_on(&backend, "owner-a");
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let g = a
+        .acquire(&name)
+        .lock_for(lease)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    let old = g.lease();
+    drop(g);
+    // Expired at the coordinator, and nobody took it over.
+    tokio::time::sleep(lease + ctx.caps.expiry_slack + Duration::from_millis(200)).await;
+    let r = backend.extend(&old, lease).await;
+    ensure!(
+        is_lost(&r),
+        "extending an expired (not taken over) lease answered {r:?}, expected LockLost"
+    );
+    let r = backend.release(&old).await;
+    ensure!(
+        is_lost(&r),
+        "releasing an expired (not taken over) lease answered {r:?}, expected LockLost"
+    );
+    let b = ctx.locker("owner-b").await?;
+    let g2 = must_take(&b, &name, lease)
+        .await
+        .map_err(|e| format!("the stale calls must not revive it: {e}"))?;
+    g2.release().await.ctx("release")
+}
+
+async fn released_lease_is_stale(ctx: Ctx) -> CaseResult {
+    let backend = ctx.fresh().await?;
+    let a = ctx.locker_on(&backend, "owner-a");
+    let b = ctx.locker("owner-b").await?;
+    let name = ctx.name("x");
+    let at_least = round_up(Duration::from_secs(2), ctx.caps.lease_granularity);
+    let at_most = ctx.lease_at_least(at_least + Duration::from_secs(10));
+    let t0 = Instant::now();
+    let g = a
+        .acquire(&name)
+        .lock_for(at_most)
+        .at_least(at_least)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    let old = g.lease();
+    g.release().await.ctx("release")?;
+    // Still taken (at_least), but the released lease is no longer anyone's to use.
+    let r = backend.extend(&old, at_most).await;
+    ensure!(
+        is_lost(&r),
+        "extending a released lease answered {r:?}, expected LockLost"
+    );
+    let r = backend.release(&old).await;
+    ensure!(
+        is_lost(&r),
+        "releasing a released lease twice answered {r:?}, expected LockLost"
+    );
+    let (g2, _) = take_when_free(&b, &name, at_most, t0, ctx.expiry_bound(at_least))
+        .await
+        .map_err(|e| format!("after the stale extend of a released lease: {e}"))?;
+    g2.release().await.ctx("release")
+}
+
+async fn drop_releases_in_background(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease_at_least(Duration::from_secs(30));
+    let g = must_take(&a, &name, lease).await?;
+    let t0 = Instant::now();
+    drop(g);
+    let (g2, took) = take_when_free(&b, &name, lease, t0, Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("a dropped guard did not release: {e}"))?;
+    ensure!(took < lease, "freed only by expiry");
+    g2.release().await.ctx("release")
 }

@@ -124,8 +124,17 @@ impl Suite {
             return code;
         }
         let args = libtest_mimic::Arguments::from_args();
+        let listing = args.list;
         let trials = self.trials();
-        libtest_mimic::run(&args, trials).exit_code()
+        let conclusion = libtest_mimic::run(&args, trials);
+        if !listing && !conclusion.has_failed() && conclusion.num_passed == 0 {
+            eprintln!(
+                "the {} conformance suite ran no case: a suite that ran nothing is a failure",
+                self.backend
+            );
+            return ExitCode::FAILURE;
+        }
+        conclusion.exit_code()
     }
 
     /// The suite's cases as libtest-mimic trials, for embedding in a custom harness.

@@ -2,14 +2,14 @@
 //! while the test process lives.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Forwards `127.0.0.1:<port>` to a coordinator until [`Proxy::cut`].
 pub struct Proxy {
     addr: SocketAddr,
-    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    cut_tx: watch::Sender<bool>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -20,22 +20,30 @@ impl Proxy {
             .await
             .map_err(|e| format!("proxy bind: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let t2 = tasks.clone();
+        let (cut_tx, cut_rx) = watch::channel(false);
         let acceptor = tokio::spawn(async move {
             while let Ok((mut down, _)) = listener.accept().await {
                 let upstream = upstream.clone();
-                let h = tokio::spawn(async move {
-                    if let Ok(mut up) = TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                let mut cut = cut_rx.clone();
+                tokio::spawn(async move {
+                    // Every forwarding task watches the cut flag itself, so a
+                    // connection accepted while cutting cannot survive it.
+                    if *cut.borrow_and_update() {
+                        return;
+                    }
+                    let Ok(mut up) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = cut.wait_for(|c| *c) => {}
                     }
                 });
-                t2.lock().unwrap_or_else(|p| p.into_inner()).push(h);
             }
         });
         Ok(Proxy {
             addr,
-            tasks,
+            cut_tx,
             acceptor: Some(acceptor),
         })
     }
@@ -51,14 +59,7 @@ impl Proxy {
         if let Some(a) = self.acceptor.take() {
             a.abort();
         }
-        for t in self
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            t.abort();
-        }
+        self.cut_tx.send_replace(true);
     }
 }
 
