@@ -177,19 +177,15 @@ pub(crate) async fn fresh(session: &Arc<Session>, spec: &LockSpec) -> Result<Opt
     let data = node_data(spec, &id);
     let prefix = paths.node_prefix(&id);
     let opts = zk::CreateMode::EphemeralSequential.with_acls(session.acls());
+    // Until settled, a node of ours may exist whose fate we do not know.
+    let pending = session.pending_create(&paths.dir, &id);
     for attempt in 0..3 {
         let sent = Instant::now();
         // Both requests leave now, in this order; the server answers in order.
         let create = client.create(&prefix, &data, &opts);
         let read = read_queue(&client, &paths)?;
         let (created, queue) =
-            match timed(session, "acquire", futures::future::join(create, read)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    session.orphan_create(&paths.dir, &id);
-                    return Err(e);
-                }
-            };
+            timed(session, "acquire", futures::future::join(create, read)).await?;
         let (stat, seq) = match created {
             Ok(ok) => ok,
             Err(zk::Error::NoNode) if attempt < 2 => {
@@ -197,8 +193,8 @@ pub(crate) async fn fresh(session: &Arc<Session>, spec: &LockSpec) -> Result<Opt
                 continue;
             }
             Err(e) => {
-                if outcome_unknown(&e) {
-                    session.orphan_create(&paths.dir, &id);
+                if !outcome_unknown(&e) {
+                    pending.settle();
                 }
                 return Err(op_error("acquire", &paths.dir, e));
             }
@@ -206,17 +202,14 @@ pub(crate) async fn fresh(session: &Arc<Session>, spec: &LockSpec) -> Result<Opt
         let recv = Instant::now();
         session.proved(sent);
         let path = format!("{prefix}{seq}");
-        let queue = match queue {
-            Ok(q) => q,
-            Err(e) => {
-                session.delete_or_orphan(&path).await;
-                return Err(e);
-            }
+        let verdict = match queue {
+            // Our own create stamped stat.ctime: a server timestamp no older
+            // than the moment the queue was read.
+            Ok(q) => Ok(q.verdict(seq.into_i64(), stat.ctime)),
+            Err(e) => Err(e),
         };
-        // Our own create stamped stat.ctime: a server timestamp no older
-        // than the moment the queue was read.
-        return match queue.verdict(seq.into_i64(), stat.ctime) {
-            Verdict::Won => grant(
+        let r = match verdict {
+            Ok(Verdict::Won) => grant(
                 session,
                 spec,
                 &path,
@@ -227,11 +220,17 @@ pub(crate) async fn fresh(session: &Arc<Session>, spec: &LockSpec) -> Result<Opt
                 recv,
             )
             .map(Some),
-            Verdict::Behind | Verdict::Blocked(_) | Verdict::Gone => {
+            Ok(Verdict::Behind | Verdict::Blocked(_) | Verdict::Gone) => {
                 session.delete_or_orphan(&path).await;
                 Ok(None)
             }
+            Err(e) => {
+                session.delete_or_orphan(&path).await;
+                Err(e)
+            }
         };
+        pending.settle();
+        return r;
     }
     Err(Error::backend_msg(
         KIND,
@@ -251,37 +250,27 @@ pub(crate) async fn claim(
     let dir = paths.dir.clone();
     let client = session.client()?;
     let data = node_data(spec, &ticket.id);
+    // The ticket is out of the pool: until settled, it must not be forgotten.
+    let pending = session.pending_node(&ticket.path);
     let sent = Instant::now();
     let set = client.set_data(&ticket.path, &data, Some(ticket.version));
     let read = read_queue(&client, &paths)?;
-    let (set, queue) = match timed(session, "acquire", futures::future::join(set, read)).await {
-        Ok(r) => r,
-        Err(e) => {
-            session.delete_or_orphan(&ticket.path).await;
-            return Err(e);
-        }
-    };
+    let (set, queue) = timed(session, "acquire", futures::future::join(set, read)).await?;
     let stat = match set {
         Ok(stat) => stat,
         // The ticket is gone (its session ended, or an operator removed it):
         // start over with a fresh node.
-        Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => return fresh(session, spec).await,
-        Err(e) => {
-            session.delete_or_orphan(&ticket.path).await;
-            return Err(op_error("acquire", &ticket.path, e));
+        Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {
+            pending.settle();
+            return fresh(session, spec).await;
         }
+        Err(e) => return Err(op_error("acquire", &ticket.path, e)),
     };
     let recv = Instant::now();
     session.proved(sent);
     ticket.version = stat.version;
-    let queue = match queue {
-        Ok(q) => q,
-        Err(e) => {
-            session.delete_or_orphan(&ticket.path).await;
-            return Err(e);
-        }
-    };
-    match queue.verdict(ticket.seq, stat.mtime) {
+    let queue = queue?;
+    let r = match queue.verdict(ticket.seq, stat.mtime) {
         Verdict::Won => grant(
             session,
             spec,
@@ -303,6 +292,11 @@ pub(crate) async fn claim(
             session.park(&dir, ticket);
             Ok(None)
         }
-        Verdict::Gone => fresh(session, spec).await,
-    }
+        Verdict::Gone => {
+            pending.settle();
+            return fresh(session, spec).await;
+        }
+    };
+    pending.settle();
+    r
 }

@@ -29,15 +29,20 @@ async fn timed<T>(
 }
 
 /// The server's clock now: the mtime of a write to the lock directory's own
-/// (unused) data.
-async fn server_now_ms(s: &Session, client: &zk::Client, paths: &LockPaths) -> Result<Option<i64>> {
-    match timed(
-        s,
-        "read the server clock",
-        client.set_data(&paths.dir, b"", None),
-    )
-    .await?
-    {
+/// data (which only records the lock name, rewritten unchanged).
+async fn server_now_ms(
+    s: &Session,
+    client: &zk::Client,
+    paths: &LockPaths,
+    name: &LockName,
+) -> Result<Option<i64>> {
+    let data = NodeData {
+        name: name.as_str().to_string(),
+        ..NodeData::default()
+    }
+    .encode();
+    let set = client.set_data(&paths.dir, &data, None);
+    match timed(s, "read the server clock", set).await? {
         Ok(stat) => Ok(Some(stat.mtime)),
         Err(zk::Error::NoNode) => Ok(None),
         Err(e) => Err(op_error("read the server clock", &paths.dir, e)),
@@ -54,7 +59,7 @@ pub(crate) async fn inspect(session: Arc<Session>, name: &LockName) -> Result<Op
         };
         if let Some((m, stat)) = &q.marker {
             if m.remaining_ms > 0 {
-                if let Some(now) = server_now_ms(&session, &client, &paths).await? {
+                if let Some(now) = server_now_ms(&session, &client, &paths, name).await? {
                     if blocked_for_ms(m, stat.mtime, now).is_some() {
                         return Ok(Some(LockInfo {
                             name: name.clone(),

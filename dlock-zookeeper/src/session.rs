@@ -96,6 +96,29 @@ enum Orphan {
     Prefix { dir: String, id: String },
 }
 
+/// A node whose fate is not settled yet. Dropped unsettled (an error, or
+/// the caller's future was cancelled mid-request), it is queued for removal
+/// by the heartbeat, so no stray node can ever block the queue.
+pub(crate) struct Pending<'a> {
+    session: &'a Session,
+    orphan: Option<Orphan>,
+}
+
+impl Pending<'_> {
+    /// The node became a lease, a parked ticket, or was removed.
+    pub(crate) fn settle(mut self) {
+        self.orphan = None;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(o) = self.orphan.take() {
+            lock(&self.session.orphans).push(o);
+        }
+    }
+}
+
 pub(crate) struct Session {
     client: Mutex<Option<zk::Client>>,
     /// Session id, for lease handles.
@@ -506,12 +529,23 @@ impl Session {
         }
     }
 
-    /// Remembers that a create of `n-<id>-` under `dir` may have happened.
-    pub(crate) fn orphan_create(&self, dir: &str, id: &str) {
-        lock(&self.orphans).push(Orphan::Prefix {
-            dir: dir.to_string(),
-            id: id.to_string(),
-        });
+    /// Guards a create of `n-<id>-` under `dir` until its node is settled.
+    pub(crate) fn pending_create(&self, dir: &str, id: &str) -> Pending<'_> {
+        Pending {
+            session: self,
+            orphan: Some(Orphan::Prefix {
+                dir: dir.to_string(),
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    /// Guards an existing node (a taken-out ticket) until it is settled.
+    pub(crate) fn pending_node(&self, path: &str) -> Pending<'_> {
+        Pending {
+            session: self,
+            orphan: Some(Orphan::Path(path.to_string())),
+        }
     }
 
     /// Retries pending removals. Requests of one session run in order, so a

@@ -89,25 +89,18 @@ async fn new_ticket(
     }
     .encode();
     let opts = zk::CreateMode::EphemeralSequential.with_acls(session.acls());
+    let pending = session.pending_create(&paths.dir, &id);
     for attempt in 0..3 {
         let sent = Instant::now();
         let create = client.create(&prefix, &data, &opts);
         let read = read_queue(client, paths)?;
-        let (created, queue) = match tokio::time::timeout(
-            session.request_timeout,
-            futures::future::join(create, read),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => {
-                session.orphan_create(&paths.dir, &id);
-                return Err(Error::Timeout {
+        let (created, queue) =
+            tokio::time::timeout(session.request_timeout, futures::future::join(create, read))
+                .await
+                .map_err(|_| Error::Timeout {
                     operation: "queue a waiting ticket",
                     after: session.request_timeout,
-                });
-            }
-        };
+                })?;
         let (stat, seq) = match created {
             Ok(ok) => ok,
             Err(zk::Error::NoNode) if attempt < 2 => {
@@ -115,8 +108,8 @@ async fn new_ticket(
                 continue;
             }
             Err(e) => {
-                if outcome_unknown(&e) {
-                    session.orphan_create(&paths.dir, &id);
+                if !outcome_unknown(&e) {
+                    pending.settle();
                 }
                 return Err(op_error("wait", &paths.dir, e));
             }
@@ -128,9 +121,12 @@ async fn new_ticket(
             Ok(q) => q,
             Err(e) => {
                 session.delete_or_orphan(&ticket.path).await;
+                pending.settle();
                 return Err(e);
             }
         };
+        // The caller's TicketGuard owns the node from here (no await between).
+        pending.settle();
         let blocked = match queue.verdict(ticket.seq, stat.ctime) {
             Verdict::Blocked(ms) => Some(ms),
             _ => None,

@@ -1,0 +1,130 @@
+//! Session behaviour through a loopback proxy: a reconnect within the session
+//! keeps every guard; losing the ensemble fires `lost()` on every guard of the
+//! session at once, and the locks pass to others with larger tokens.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use dlock_core::{LockGuard, Locker};
+use dlock_zookeeper::ZookeeperBackend;
+use std::time::{Duration, Instant};
+
+async fn through(proxy: &Proxy, root: &str) -> Locker {
+    let u = url_for(&proxy.addr.to_string(), None, root, "");
+    let b = ZookeeperBackend::connect(&u).await.unwrap();
+    Locker::new(b).with_owner("proxied").unwrap()
+}
+
+async fn direct(root: &str, owner: &str) -> Locker {
+    let b = ZookeeperBackend::connect(&url(root)).await.unwrap();
+    Locker::new(b).with_owner(owner).unwrap()
+}
+
+async fn take(l: &Locker, name: &str, lease: Duration, keep_alive: bool) -> LockGuard {
+    l.acquire(name)
+        .lock_for(lease)
+        .keep_alive(keep_alive)
+        .try_lock()
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{name} not free"))
+}
+
+#[tokio::test]
+async fn reconnect_within_the_session_keeps_every_guard() {
+    let root = unique_root("blip");
+    let proxy = Proxy::start(upstream()).await;
+    let a = through(&proxy, &root).await;
+    let other = direct(&root, "other").await;
+    // One guard renews itself, one does not and relies on its 30 s lease.
+    let g1 = take(&a, "one", Duration::from_secs(3), true).await;
+    let g2 = take(&a, "two", Duration::from_secs(30), false).await;
+    for _ in 0..3 {
+        proxy.drop_connections();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    for g in [&g1, &g2] {
+        assert!(g.is_held(), "{:?} lost: {:?}", g.name(), g.lost().reason());
+    }
+    for n in ["one", "two"] {
+        assert!(
+            other
+                .try_lock(n, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_none(),
+            "{n} was free although its holder's session survived"
+        );
+    }
+    g2.extend(Duration::from_secs(30)).await.unwrap();
+    g1.release().await.unwrap();
+    g2.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn losing_the_ensemble_fires_lost_on_every_guard_at_once() {
+    let root = unique_root("cut");
+    let mut proxy = Proxy::start(upstream()).await;
+    let a = through(&proxy, &root).await;
+    let other = direct(&root, "other").await;
+    let g1 = take(&a, "one", Duration::from_secs(60), true).await;
+    let g2 = take(&a, "two", Duration::from_secs(60), false).await;
+    let (t1, t2) = (g1.token(), g2.token());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+    let t_cut = Instant::now();
+    // Without an answer for 2/3 of the 4 s session timeout, the session can no
+    // longer be proven alive: both guards must say so, long before their
+    // 60 s leases run out.
+    let (r1, r2) = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(g1.lost(), g2.lost())
+    })
+    .await
+    .expect("lost() did not fire after the ensemble vanished");
+    let took = t_cut.elapsed();
+    assert!(took < Duration::from_millis(3500), "lost after {took:?}");
+    assert!(
+        r1.contains("session") && r2.contains("session"),
+        "{r1} / {r2}"
+    );
+    assert!(!g1.is_held() && !g2.is_held());
+    // The server expires the session; the locks pass on with larger tokens.
+    for (n, t) in [("one", t1), ("two", t2)] {
+        let got = eventually(Duration::from_secs(12), || {
+            let other = other.clone();
+            async move {
+                match other.try_lock(n, Duration::from_secs(5)).await.unwrap() {
+                    Some(g) => {
+                        assert!(g.token() > t, "token did not grow");
+                        g.release().await.unwrap();
+                        true
+                    }
+                    None => false,
+                }
+            }
+        })
+        .await;
+        assert!(got, "{n} never freed after its holder's session was lost");
+    }
+    assert!(g1.release().await.unwrap_err().is_lock_lost());
+    assert!(g2.release().await.unwrap_err().is_lock_lost());
+    // The backend opens a new session once the ensemble is reachable again.
+    let again = tokio::time::timeout(
+        Duration::from_secs(10),
+        a.try_lock("three", Duration::from_secs(5)),
+    )
+    .await;
+    assert!(
+        matches!(again, Ok(Err(_))),
+        "still cut: expected an error, got {again:?}"
+    );
+    let _back = Proxy::start_on(proxy.addr, upstream()).await;
+    let g3 = a
+        .try_lock("three", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(g3.token() > t2);
+    g3.release().await.unwrap();
+}
