@@ -30,6 +30,7 @@
 //! ```
 
 mod backend;
+mod client;
 mod config;
 mod errors;
 mod handle;

@@ -1,6 +1,6 @@
 //! Watches: waiters woken by the key's deletion, and a guard's loss signal.
 
-use crate::backend::Inner;
+use crate::client::Inner;
 use dlock_core::{jittered, Error, Lease, LockName, Result};
 use etcd_client::{EventType, GetOptions, WatchFilterType, WatchOptions, WatchStream};
 use futures::future::BoxFuture;
@@ -11,11 +11,15 @@ use tokio::time::{timeout_at, Instant};
 
 /// Opens a watch for deletions of `key` from revision `from`.
 async fn watch_deletes(inner: &Inner, key: &str, from: i64) -> Result<WatchStream> {
-    let mut wc = inner.client.watch_client();
     let opts = WatchOptions::new()
         .with_start_revision(from)
         .with_filters([WatchFilterType::NoPut]);
-    inner.call("watch", wc.watch(key, Some(opts))).await
+    inner
+        .call("watch", |mut c| {
+            let (key, opts) = (key.to_string(), opts.clone());
+            async move { c.watch(key, Some(opts)).await }
+        })
+        .await
 }
 
 /// Returns once `name`'s key is deleted (release, expiry, revocation) after
@@ -27,19 +31,13 @@ pub(crate) async fn wait_for_release(
 ) -> Result<()> {
     let key = inner.key(name);
     let deadline = Instant::now() + max_wait;
-    let seen = inner
-        .seen
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&key);
-    let from = match seen {
+    let from = match inner.take_seen(&key) {
         Some(rev) => rev + 1,
         None => {
-            let mut kv = inner.client.kv_client();
-            let read = inner.call(
-                "wait (read)",
-                kv.get(key.as_str(), Some(GetOptions::new().with_keys_only())),
-            );
+            let read = inner.call("wait (read)", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, Some(GetOptions::new().with_keys_only())).await }
+            });
             let Ok(resp) = timeout_at(deadline, read).await else {
                 return Ok(());
             };
@@ -128,12 +126,11 @@ async fn check(
     key: &str,
     token: i64,
 ) -> std::result::Result<std::result::Result<i64, String>, Error> {
-    let mut kv = inner.client.kv_client();
     let resp = inner
-        .call(
-            "loss check",
-            kv.get(key, Some(GetOptions::new().with_keys_only())),
-        )
+        .call("loss check", |mut c| {
+            let key = key.to_string();
+            async move { c.get(key, Some(GetOptions::new().with_keys_only())).await }
+        })
         .await?;
     let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
     match resp.kvs().first() {

@@ -1,0 +1,329 @@
+//! Connections: one etcd client per endpoint, deadlines on every request,
+//! failover to the next endpoint when a request could not even be sent.
+//!
+//! etcd-client's own balanced channel keeps routing requests to a dead
+//! member and fails them, so with `host1,host2,host3` one member down would
+//! fail a third of all lock operations. Here each endpoint has its own
+//! client (created lazily, so an endpoint down at start-up does not block
+//! connecting), and a request whose connection could not be established
+//! moves on to the next endpoint within the same deadline. Requests that may
+//! have reached a server are never retried.
+
+use crate::config::EtcdConfig;
+use crate::errors::{self, Class};
+use crate::KIND;
+use dlock_core::{Error, Result};
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use tokio::time::{timeout_at, Instant};
+
+struct Slot {
+    /// `http(s)://host:port`.
+    url: String,
+    client: OnceCell<Client>,
+}
+
+/// Shared state of an [`crate::EtcdBackend`]; background tasks (lease
+/// revocation, loss watches) hold it too.
+pub(crate) struct Inner {
+    pub(crate) config: EtcdConfig,
+    slots: Vec<Slot>,
+    /// Contains the password: never logged (`ConnectOptions` derives Debug).
+    opts: ConnectOptions,
+    current: AtomicUsize,
+    /// The shortest TTL the server grants unchanged, probed at connect.
+    pub(crate) min_ttl: i64,
+    /// Store revision at which a failed acquire saw each key held, so a
+    /// waiter watches from exactly there (no missed delete, no extra read).
+    pub(crate) seen: Mutex<HashMap<String, i64>>,
+    requests: AtomicU64,
+}
+
+/// A failed request: the dlock error, plus what kind of etcd trouble it was.
+pub(crate) struct Failure {
+    pub(crate) class: Class,
+    pub(crate) err: Error,
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        f.err
+    }
+}
+
+/// True when the request cannot have reached a server: the connection to
+/// the endpoint could not be established (gRPC UNAVAILABLE from connecting).
+fn unsent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            i32::from(s.code()) == 14 && s.message().to_ascii_lowercase().contains("connect")
+        }
+        _ => false,
+    }
+}
+
+impl Inner {
+    /// Builds the per-endpoint slots (no network yet).
+    pub(crate) fn new(config: EtcdConfig, opts: ConnectOptions, first: usize) -> Self {
+        let scheme = if config.tls { "https" } else { "http" };
+        let slots = config
+            .endpoints
+            .iter()
+            .map(|e| Slot {
+                url: format!("{scheme}://{e}"),
+                client: OnceCell::new(),
+            })
+            .collect();
+        Inner {
+            config,
+            slots,
+            opts,
+            current: AtomicUsize::new(first),
+            min_ttl: 1,
+            seen: Mutex::new(HashMap::new()),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    async fn client_at(&self, i: usize) -> std::result::Result<Client, etcd_client::Error> {
+        let slot = &self.slots[i];
+        slot.client
+            .get_or_try_init(|| Client::connect([slot.url.as_str()], Some(self.opts.clone())))
+            .await
+            .cloned()
+    }
+
+    /// The client of the endpoint in use (connecting it if needed).
+    pub(crate) async fn client(&self) -> Result<Client> {
+        self.try_call("connect", |c| async move { Ok(c) })
+            .await
+            .map_err(Error::from)
+    }
+
+    pub(crate) fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn failure(&self, op: &'static str, e: etcd_client::Error) -> Failure {
+        Failure {
+            class: errors::classify(&e),
+            err: errors::map(
+                op,
+                &self.config.target(),
+                &self.config.prefix,
+                self.config.user.as_deref(),
+                e,
+            ),
+        }
+    }
+
+    /// One request with the `request_timeout` deadline, counted, errors mapped.
+    pub(crate) async fn try_call<T, F, Fut>(
+        &self,
+        op: &'static str,
+        f: F,
+    ) -> std::result::Result<T, Failure>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.try_call_within(op, self.config.request_timeout, f)
+            .await
+    }
+
+    /// Like [`Inner::try_call`] with an explicit deadline.
+    pub(crate) async fn try_call_within<T, F, Fut>(
+        &self,
+        op: &'static str,
+        after: Duration,
+        f: F,
+    ) -> std::result::Result<T, Failure>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + after;
+        let n = self.slots.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let attempt = async {
+                let c = self.client_at(i).await?;
+                f(c).await
+            };
+            match timeout_at(deadline, attempt).await {
+                Ok(Ok(v)) => {
+                    if k > 0 {
+                        self.current.store(i, Ordering::Relaxed);
+                        tracing::info!(endpoint = %self.slots[i].url, "dlock-etcd: failed over");
+                    }
+                    return Ok(v);
+                }
+                Ok(Err(e)) if unsent(&e) => {
+                    tracing::debug!(endpoint = %self.slots[i].url, error = %e, "dlock-etcd: endpoint unreachable");
+                    last = Some(e);
+                }
+                Ok(Err(e)) => return Err(self.failure(op, e)),
+                Err(_) => break,
+            }
+        }
+        Err(match last {
+            Some(e) if Instant::now() < deadline => self.failure(op, e),
+            _ => Failure {
+                class: Class::Other,
+                err: Error::Backend {
+                    backend: KIND,
+                    operation: op,
+                    message: format!(
+                        "no answer from {} within {after:?}: is the cluster up, reachable \
+                         and does it have a leader?",
+                        self.config.target()
+                    ),
+                    source: None,
+                },
+            },
+        })
+    }
+
+    pub(crate) async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.try_call(op, f).await.map_err(Error::from)
+    }
+
+    /// Revokes a lease in the background (cleanup only: a lease nobody keeps
+    /// alive expires by itself, with every key on it).
+    pub(crate) fn spawn_revoke(self: &Arc<Self>, lease_id: i64) {
+        let me = self.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let r = me
+                    .try_call("revoke lease", |mut c| async move {
+                        c.lease_revoke(lease_id).await
+                    })
+                    .await;
+                match r {
+                    Ok(_) => {}
+                    Err(f) if f.class == Class::LeaseNotFound => {}
+                    Err(f) => tracing::debug!(error = %f.err, lease_id,
+                        "dlock-etcd: background lease revoke failed; the lease expires by itself"),
+                }
+            });
+        }
+    }
+
+    pub(crate) fn remember_seen(&self, key: &str, revision: i64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= 4096 {
+            seen.clear();
+        }
+        let e = seen.entry(key.to_string()).or_insert(revision);
+        *e = (*e).max(revision);
+    }
+
+    pub(crate) fn take_seen(&self, key: &str) -> Option<i64> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+    }
+}
+
+/// Connects: reads TLS files, finds a reachable endpoint (fast failure on
+/// refused connections), authenticates, and probes the minimum lease TTL.
+pub(crate) async fn connect(config: EtcdConfig) -> Result<Inner> {
+    let target = config.target();
+    let opts = connect_options(&config)?;
+    let first = probe_tcp(&config).await?;
+    let after = config.connect_timeout;
+    let mut inner = Inner::new(config, opts, first);
+    // One grant of TTL 1 tells the server's minimum TTL (etcd silently
+    // raises shorter ones) and proves the cluster answers; a count-only read
+    // under the prefix proves the credentials may read there (etcd lets
+    // anyone grant leases, even with authentication on).
+    let probe_key = format!("{}/", inner.config.prefix);
+    let probe = inner
+        .try_call_within("connect", after, |mut c| {
+            let probe_key = probe_key.clone();
+            async move {
+                let g = c.lease_grant(1, None).await?;
+                let _ = c.lease_revoke(g.id()).await;
+                c.get(probe_key, Some(GetOptions::new().with_count_only()))
+                    .await?;
+                Ok(g.ttl())
+            }
+        })
+        .await;
+    let ttl = match probe {
+        Ok(ttl) => ttl,
+        Err(f) => {
+            return Err(match f.err {
+                Error::Backend {
+                    message, source, ..
+                } => Error::connect(KIND, &target, message, source),
+                e => e,
+            })
+        }
+    };
+    inner.min_ttl = ttl.max(1);
+    Ok(inner)
+}
+
+/// Index of the first endpoint that accepts a TCP connection; fails fast
+/// (connection refused, unknown host) when none does.
+async fn probe_tcp(config: &EtcdConfig) -> Result<usize> {
+    let attempts = config.endpoints.iter().map(|ep| async move {
+        match tokio::time::timeout(config.connect_timeout, tokio::net::TcpStream::connect(ep)).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("{ep}: {e}")),
+            Err(_) => Err(format!(
+                "{ep}: no TCP answer within {:?}",
+                config.connect_timeout
+            )),
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    if let Some(i) = results.iter().position(|r| r.is_ok()) {
+        return Ok(i);
+    }
+    let why: Vec<String> = results.into_iter().filter_map(|r| r.err()).collect();
+    Err(Error::connect(
+        KIND,
+        config.target(),
+        format!(
+            "no endpoint reachable ({}); check host, port and that etcd is running",
+            why.join("; ")
+        ),
+        None,
+    ))
+}
+
+fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions> {
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(config.connect_timeout)
+        .with_timeout(config.request_timeout)
+        // Pings only while a stream (watch, keep-alive) is open: etcd's
+        // server enforces a 5 s minimum and drops idle pingers.
+        .with_keep_alive(Duration::from_secs(10), config.request_timeout)
+        .with_keep_alive_while_idle(false);
+    if let (Some(u), Some(p)) = (&config.user, config.password()) {
+        opts = opts
+            .with_user(u.clone(), p.to_string())
+            .with_auto_token_refresh(true);
+    }
+    if config.tls {
+        opts = opts.with_tls(crate::tls::options(config)?);
+    }
+    Ok(opts)
+}

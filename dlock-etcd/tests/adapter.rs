@@ -1,0 +1,396 @@
+//! etcd-specific behaviour and bad input, against the shared etcd
+//! (`DLOCK_TEST_ETCD_URL`; these tests fail, never skip, when it is unset).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use dlock_core::{Error, LockBackend, LockName, LockSpec, Locker};
+use dlock_etcd::EtcdBackend;
+use etcd_client::{Client, GetOptions};
+use std::time::{Duration, Instant};
+
+fn base_url() -> String {
+    std::env::var("DLOCK_TEST_ETCD_URL").expect(
+        "DLOCK_TEST_ETCD_URL is not set: run scripts/test.sh or `. .run/env` after \
+         scripts/coordinators.sh start etcd",
+    )
+}
+
+/// The base URL with a fresh key prefix, and that prefix.
+fn fresh_url() -> (String, String) {
+    let ns = format!("adapter_t{:08x}", rand_u32());
+    (format!("{}/{ns}", base_url()), ns)
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}
+
+async fn raw() -> Client {
+    let hostport = base_url()
+        .trim_start_matches("etcd://")
+        .trim_end_matches('/')
+        .to_string();
+    Client::connect([hostport], None).await.unwrap()
+}
+
+fn spec(name: &str, secs: u64) -> LockSpec {
+    LockSpec::new(
+        LockName::new(name).unwrap(),
+        "owner-a",
+        Duration::from_secs(secs),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn min_lease_is_what_the_server_enforces() {
+    let (url, _) = fresh_url();
+    let b = EtcdBackend::connect(&url).await.unwrap();
+    let caps = b.capabilities();
+    // The server's answer to a TTL-1 grant is its real minimum.
+    let mut c = raw().await;
+    let g = c.lease_grant(1, None).await.unwrap();
+    c.lease_revoke(g.id()).await.unwrap();
+    assert_eq!(caps.min_lease, Duration::from_secs(g.ttl().max(1) as u64));
+    assert_eq!(caps.lease_granularity, Duration::from_secs(1));
+    assert!(caps.release_notifies_waiters && caps.at_least_survives_exit && caps.networked);
+    // Below the minimum, or not whole seconds: Unsupported, nothing taken.
+    if caps.min_lease > Duration::from_secs(1) {
+        let r = b.try_acquire(&spec("short", 1)).await;
+        assert!(matches!(r, Err(Error::Unsupported { .. })), "{r:?}");
+    }
+    let odd = LockSpec::new(
+        LockName::new("odd").unwrap(),
+        "o",
+        caps.min_lease + Duration::from_millis(500),
+    )
+    .unwrap();
+    let r = b.try_acquire(&odd).await;
+    assert!(matches!(r, Err(Error::Unsupported { .. })), "{r:?}");
+    assert!(b.inspect(&odd.name).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn keys_stay_inside_the_prefix_and_names_never_collide() {
+    let (url, ns) = fresh_url();
+    let b = EtcdBackend::connect(&url).await.unwrap();
+    let mut c = raw().await;
+    // Sentinels just outside the prefix must survive everything below.
+    let outside = [
+        ns.clone(),
+        format!("{ns}x/a"),
+        format!("{ns}0"),
+        format!("x/{ns}/a"),
+    ];
+    for k in &outside {
+        c.put(k.as_str(), "sentinel", None).await.unwrap();
+    }
+    let names = ["a", "a/b", "a%2Fb", "b", "..", "a/", "/a"];
+    let mut leases = Vec::new();
+    for n in names {
+        let l = b
+            .try_acquire(&spec(n, 10))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{n:?} interfered with another name"));
+        leases.push(l);
+    }
+    let got = c
+        .get(format!("{ns}/"), Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = got
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    let mut want: Vec<String> = names
+        .iter()
+        .map(|n| format!("{ns}/{}", LockName::new(*n).unwrap().path_segment()))
+        .collect();
+    want.sort();
+    assert_eq!(keys, want);
+    for (n, l) in names.iter().zip(&leases) {
+        assert_eq!(b.key_of(&l.name), format!("{ns}/{}", l.name.path_segment()));
+        // The stored value names the acquisition and owner.
+        let v = c.get(b.key_of(&l.name), None).await.unwrap();
+        assert_eq!(
+            v.kvs()[0].value_str().unwrap(),
+            format!("{}:owner-a", l.id),
+            "{n}"
+        );
+    }
+    // Releasing / force-releasing "a" leaves "a/b" and "a%2Fb" alone.
+    b.release(&leases[0]).await.unwrap();
+    assert!(b.force_release(&LockName::new("b").unwrap()).await.unwrap());
+    for n in ["a/b", "a%2Fb", "..", "a/", "/a"] {
+        assert!(
+            b.inspect(&LockName::new(n).unwrap())
+                .await
+                .unwrap()
+                .is_some(),
+            "{n} was freed by another name's release"
+        );
+    }
+    for l in &leases[1..] {
+        if l.name.as_str() != "b" {
+            b.release(l).await.unwrap();
+        }
+    }
+    for k in &outside {
+        let v = c.get(k.as_str(), None).await.unwrap();
+        assert_eq!(v.kvs().len(), 1, "{k} outside the prefix was touched");
+        assert_eq!(v.kvs()[0].value(), b"sentinel");
+        c.delete(k.as_str(), None).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn extend_to_another_length_moves_the_key_to_a_fresh_lease() {
+    let (url, _) = fresh_url();
+    let b = EtcdBackend::connect(&url).await.unwrap();
+    let mut c = raw().await;
+    let l = b.try_acquire(&spec("x", 2)).await.unwrap().unwrap();
+    let key = b.key_of(&l.name);
+    let before = c.get(key.as_str(), None).await.unwrap().kvs()[0].lease();
+    // Same length: a keep-alive, same lease.
+    let l2 = b.extend(&l, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(
+        c.get(key.as_str(), None).await.unwrap().kvs()[0].lease(),
+        before
+    );
+    // Another length: a new lease with that TTL, same token.
+    let l3 = b.extend(&l2, Duration::from_secs(7)).await.unwrap();
+    let kv = c.get(key.as_str(), None).await.unwrap().kvs()[0].clone();
+    assert_ne!(kv.lease(), before);
+    assert_eq!(kv.create_revision() as u64, l.token.get());
+    let ttl = c.lease_time_to_live(kv.lease(), None).await.unwrap();
+    assert_eq!(ttl.granted_ttl(), 7);
+    assert!(l3.valid_until > l2.valid_until);
+    // The superseded lease handle is stale now.
+    let r = b.extend(&l2, Duration::from_secs(2)).await;
+    assert!(r.as_ref().is_err_and(Error::is_lock_lost), "{r:?}");
+    b.release(&l3).await.unwrap();
+    assert!(b.inspect(&l.name).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn at_least_release_leaves_a_lease_timed_by_etcd() {
+    let (url, _) = fresh_url();
+    let b = EtcdBackend::connect(&url).await.unwrap();
+    let mut c = raw().await;
+    let s = spec("x", 60).with_at_least(Duration::from_secs(5)).unwrap();
+    let l = b.try_acquire(&s).await.unwrap().unwrap();
+    b.release(&l).await.unwrap();
+    // The key now sits on a fresh lease of ceil(remaining at_least) <= 5 s,
+    // not on the 60 s one: the hold ends near acquired + at_least.
+    let kv = c.get(b.key_of(&l.name), None).await.unwrap().kvs()[0].clone();
+    assert_eq!(
+        kv.create_revision() as u64,
+        l.token.get(),
+        "same acquisition"
+    );
+    let ttl = c.lease_time_to_live(kv.lease(), None).await.unwrap();
+    assert!(
+        (1..=5).contains(&ttl.granted_ttl()),
+        "granted {}",
+        ttl.granted_ttl()
+    );
+    // Nobody else gets it meanwhile; the old lease handle is done.
+    let other = LockSpec::new(l.name.clone(), "owner-b", Duration::from_secs(2)).unwrap();
+    assert!(b.try_acquire(&other).await.unwrap().is_none());
+    let r = b.release(&l).await;
+    assert!(r.as_ref().is_err_and(Error::is_lock_lost), "{r:?}");
+    assert!(b.force_release(&l.name).await.unwrap());
+}
+
+#[tokio::test]
+async fn force_release_fires_lost_through_the_watch() {
+    let (url, _) = fresh_url();
+    let a = Locker::new(EtcdBackend::connect(&url).await.unwrap())
+        .with_owner("a")
+        .unwrap();
+    let admin = EtcdBackend::connect(&url).await.unwrap();
+    // A 60 s lease: only the key watch can tell the guard so soon.
+    let g = a
+        .try_lock("x", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the watch start
+    assert!(admin
+        .force_release(&LockName::new("x").unwrap())
+        .await
+        .unwrap());
+    let t = Instant::now();
+    let reason = tokio::time::timeout(Duration::from_secs(5), g.lost().wait())
+        .await
+        .expect("lost() did not fire after force_release");
+    assert!(reason.contains("deleted"), "{reason}");
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(!g.is_held());
+    let r = g.release().await;
+    assert!(r.as_ref().is_err_and(Error::is_lock_lost), "{r:?}");
+}
+
+#[tokio::test]
+async fn waiter_wakes_on_expiry_without_polling() {
+    let (url, _) = fresh_url();
+    let holder = EtcdBackend::connect(&url).await.unwrap();
+    let b = EtcdBackend::connect(&url).await.unwrap();
+    let l = holder.try_acquire(&spec("x", 2)).await.unwrap().unwrap();
+    // A failed acquire records the revision; the wait then watches from it.
+    assert!(b.try_acquire(&spec("x", 2)).await.unwrap().is_none());
+    // (the failed attempt's unused lease is revoked in the background)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = b.requests_sent();
+    b.wait_for_release(&l.name, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let waited = l.acquired_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(5),
+        "woke after {waited:?}"
+    );
+    // One watch creation, no polling reads.
+    assert_eq!(b.requests_sent() - sent, 1);
+    assert!(b.try_acquire(&spec("x", 2)).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn wait_is_bounded_by_max_wait() {
+    let (url, _) = fresh_url();
+    let b = EtcdBackend::connect(&url).await.unwrap();
+    let l = b.try_acquire(&spec("x", 30)).await.unwrap().unwrap();
+    let t = Instant::now();
+    b.wait_for_release(&l.name, Duration::from_millis(300))
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    b.release(&l).await.unwrap();
+}
+
+#[tokio::test]
+async fn acquire_is_two_round_trips() {
+    let (url, _) = fresh_url();
+    let b = EtcdBackend::connect(&url).await.unwrap();
+    let n0 = b.requests_sent();
+    let l = b.try_acquire(&spec("x", 5)).await.unwrap().unwrap();
+    assert_eq!(b.requests_sent() - n0, 2, "lease grant + txn");
+    let n1 = b.requests_sent();
+    b.release(&l).await.unwrap();
+    // One guarded txn on the caller's path; the lease revoke runs behind it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(b.requests_sent() - n1 <= 2);
+}
+
+#[tokio::test]
+async fn unreachable_endpoints_fail_fast() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let t = Instant::now();
+    let e = EtcdBackend::connect(&format!("etcd://{closed}/p?connect_timeout=2s"))
+        .await
+        .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&closed.to_string()) && msg.contains("refused"),
+        "{msg}"
+    );
+    // A silent address (blackholed or unroutable) is bounded by connect_timeout.
+    let t = Instant::now();
+    let r = EtcdBackend::connect("etcd://10.255.255.1:2379/p?connect_timeout=1s").await;
+    assert!(r.is_err());
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // A listener that never speaks gRPC: the connect probe answers, the
+    // lease grant times out, still an Err within connect_timeout.
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = mute.local_addr().unwrap();
+    let t = Instant::now();
+    let r = EtcdBackend::connect(&format!("etcd://{addr}/p?connect_timeout=1s")).await;
+    assert!(matches!(r, Err(Error::Connect { .. })), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop(mute);
+}
+
+#[tokio::test]
+async fn one_dead_endpoint_among_live_ones_is_fine() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (url, ns) = fresh_url();
+    let live = url
+        .trim_start_matches("etcd://")
+        .trim_end_matches(&format!("/{ns}"))
+        .to_string();
+    let b = EtcdBackend::connect(&format!("etcd://{live},{closed}/{ns}"))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let l = b
+            .try_acquire(&spec(&format!("n{i}"), 5))
+            .await
+            .unwrap()
+            .unwrap();
+        b.release(&l).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn bad_urls_are_invalid_config() {
+    for url in [
+        "etcd://",
+        "etcd://127.0.0.1:99999/p",
+        "etcd://127.0.0.1:2379/p?nope=1",
+        "etcd://u@127.0.0.1:2379/p",
+        "etcd://127.0.0.1:2379/p?ca_file=/x.pem",
+        "etcds://127.0.0.1:2379/p?cert_file=/c.pem",
+        "etcd://127.0.0.1:2379/p?request_timeout=fast",
+        "zk://127.0.0.1:2379/p",
+    ] {
+        let r = EtcdBackend::connect(url).await;
+        assert!(matches!(r, Err(Error::InvalidConfig(_))), "{url}: {r:?}");
+    }
+    // A missing CA file is named in the error.
+    let r = EtcdBackend::connect("etcds://127.0.0.1:1/p?ca_file=/nonexistent/ca.pem").await;
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+}
+
+#[tokio::test]
+async fn debug_never_shows_the_password() {
+    let c = dlock_etcd::EtcdConfig::parse("etcd://root:hunter2@127.0.0.1:1/p").unwrap();
+    let d = format!("{c:?}");
+    assert!(!d.contains("hunter2") && d.contains("root"), "{d}");
+    let b = EtcdBackend::connect(&format!("{}/p", base_url()))
+        .await
+        .unwrap();
+    assert!(!format!("{b:?}").contains("password: Some"));
+}
+
+#[tokio::test]
+async fn tls_to_a_plain_server_is_a_clear_error() {
+    // etcds:// against the plain-HTTP shared server: the handshake fails.
+    let url = base_url().replacen("etcd://", "etcds://", 1);
+    let t = Instant::now();
+    let r = EtcdBackend::connect(&format!("{url}/p?connect_timeout=2s")).await;
+    assert!(matches!(r, Err(Error::Connect { .. })), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(4));
+}
