@@ -9,7 +9,6 @@ use dlock_core::{Error, LockBackend, LockName, Locker};
 use dlock_zookeeper::{ZkConfig, ZookeeperBackend};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zookeeper_client as zk;
 
 async fn backend(root: &str) -> Arc<ZookeeperBackend> {
     Arc::new(ZookeeperBackend::connect(&url(root)).await.unwrap())
@@ -132,7 +131,11 @@ async fn lock_nodes_are_ephemeral_and_the_token_is_their_czxid() {
 
     let seg = LockName::new(name).unwrap().path_segment();
     let roots = client.list_children(&root).await.unwrap();
-    assert_eq!(roots, [seg.clone()], "one directory per name, one segment");
+    assert_eq!(
+        roots,
+        std::slice::from_ref(&seg),
+        "one directory per name, one segment"
+    );
     let dir = format!("{root}/{seg}");
     let (data, _) = client.get_data(&dir).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
