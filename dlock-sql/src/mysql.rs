@@ -104,8 +104,12 @@ impl Statements {
                 "UPDATE {t} SET lock_until = {NOW} + INTERVAL ? MICROSECOND \
                  WHERE name = ? AND acquisition_id = ? AND lock_until > {NOW}"
             ),
+            // The acquisition id is marked released: within at_least the lock
+            // stays taken, but this lease can no longer be extended or
+            // released again.
             release: format!(
-                "UPDATE {t} SET lock_until = GREATEST(locked_at + INTERVAL ? MICROSECOND, {NOW}) \
+                "UPDATE {t} SET lock_until = GREATEST(locked_at + INTERVAL ? MICROSECOND, {NOW}), \
+                 acquisition_id = CONCAT('released:', acquisition_id) \
                  WHERE name = ? AND acquisition_id = ? AND lock_until > {NOW}"
             ),
             inspect: format!(
@@ -435,7 +439,9 @@ impl LockBackend for MysqlBackend {
 
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::new();
-        c.min_lease = Duration::from_millis(10);
+        // Below this the local safety margin (1% + 2 ms) and a round trip
+        // eat the lease.
+        c.min_lease = Duration::from_millis(50);
         c.max_lease = Some(Duration::from_secs(100 * 365 * 86_400));
         c.lease_granularity = Duration::from_micros(1);
         c.expiry_slack = Duration::from_millis(50);

@@ -100,9 +100,12 @@ impl Statements {
                  WHERE name = $1 AND acquisition_id = $2 AND lock_until > clock_timestamp()"
             ),
             // Notify in the same statement (a CTE), so waiters learn of every
-            // release without a trigger on the table.
+            // release without a trigger on the table. The acquisition id is
+            // marked released: within at_least the lock stays taken, but this
+            // lease can no longer be extended or released again.
             release: format!(
-                "WITH r AS (UPDATE {t} SET lock_until = GREATEST(locked_at + $3, clock_timestamp()) \
+                "WITH r AS (UPDATE {t} SET lock_until = GREATEST(locked_at + $3, clock_timestamp()), \
+                 acquisition_id = 'released:' || acquisition_id \
                  WHERE name = $1 AND acquisition_id = $2 AND lock_until > clock_timestamp() \
                  RETURNING 1) \
                  SELECT pg_notify($4, $1) FROM r"
@@ -427,7 +430,9 @@ impl LockBackend for PostgresBackend {
 
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::new();
-        c.min_lease = Duration::from_millis(10);
+        // Below this the local safety margin (1% + 2 ms) and a round trip
+        // eat the lease.
+        c.min_lease = Duration::from_millis(50);
         c.max_lease = Some(Duration::from_secs(100 * 365 * 86_400));
         c.lease_granularity = Duration::from_micros(1);
         c.expiry_slack = Duration::from_millis(50);
@@ -451,10 +456,14 @@ impl LockBackend for PostgresBackend {
                     .bind(&spec.owner)
                     .bind(&id)
                     .bind(interval(lease_us))
-                    .fetch_optional(&self.pool),
+                    // fetch_all reads to the end of the statement, so a failed
+                    // commit is an error here, not a token handed out twice.
+                    .fetch_all(&self.pool),
             )
             .await?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = row.first() else {
+            return Ok(None);
+        };
         let token: i64 = row
             .try_get(0)
             .map_err(|e| Error::backend(KIND, "acquire", e))?;
@@ -506,10 +515,10 @@ impl LockBackend for PostgresBackend {
                     .bind(&lease.id)
                     .bind(interval(micros(KIND, lease.at_least)?))
                     .bind(&self.notifier.channel)
-                    .fetch_optional(&self.pool),
+                    .fetch_all(&self.pool),
             )
             .await?;
-        if row.is_none() {
+        if row.is_empty() {
             return Err(Error::lost(
                 &lease.name,
                 "the lease had already expired or been taken over at release",
@@ -546,10 +555,10 @@ impl LockBackend for PostgresBackend {
                 sqlx::query(&self.sql.force_release)
                     .bind(name.as_str())
                     .bind(&self.notifier.channel)
-                    .fetch_optional(&self.pool),
+                    .fetch_all(&self.pool),
             )
             .await?;
-        Ok(row.is_some())
+        Ok(!row.is_empty())
     }
 
     /// Waits for a NOTIFY naming this lock, for the current lease's end by
