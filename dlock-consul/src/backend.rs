@@ -427,6 +427,6 @@ impl LockBackend for ConsulBackend {
     }
 
     fn loss_signal(&self, lease: &Lease) -> Option<BoxFuture<'static, String>> {
-        Some(self.watch_for_loss(lease))
+        self.config.watch_loss.then(|| self.watch_for_loss(lease))
     }
 }

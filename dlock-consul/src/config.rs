@@ -11,7 +11,8 @@ pub const DEFAULT_HTTPS_PORT: u16 = 8501;
 /// Key prefix used when the URL has no path.
 pub const DEFAULT_PREFIX: &str = "dlock";
 
-const KNOWN_OPTIONS: &str = "token, token_file, dc, request_timeout, connect_timeout, ca_file";
+const KNOWN_OPTIONS: &str =
+    "token, token_file, dc, request_timeout, connect_timeout, ca_file, watch_loss";
 
 /// Where and how to reach Consul, parsed from a URL:
 ///
@@ -47,6 +48,12 @@ pub struct ConsulConfig {
     pub connect_timeout: Duration,
     /// Extra PEM CA certificate(s) to trust for `consul+https://` (`ca_file=`).
     pub ca_file: Option<PathBuf>,
+    /// Whether each held guard keeps a blocking query open on its key, so
+    /// `lost()` fires as soon as the key is deleted or taken over
+    /// (`watch_loss=true|false`, default true). Off, loss is still detected
+    /// at the next extension and when the lease runs out; each watch holds
+    /// one HTTP connection (Consul allows 200 per client IP by default).
+    pub watch_loss: bool,
     token: Option<String>,
 }
 
@@ -60,6 +67,7 @@ impl std::fmt::Debug for ConsulConfig {
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("ca_file", &self.ca_file)
+            .field("watch_loss", &self.watch_loss)
             .finish()
     }
 }
@@ -114,7 +122,12 @@ impl ConsulConfig {
         } else {
             DEFAULT_HTTP_PORT
         });
-        let prefix = parse_prefix(parsed.path())?;
+        // The URL parser resolves `.` and `..` segments; a prefix must not
+        // contain them at all, so check the path as written.
+        let rest = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
+        let written = rest.split(['?', '#']).next().unwrap_or_default();
+        let written_path = written.find('/').map(|i| &written[i..]).unwrap_or("");
+        let prefix = parse_prefix(written_path)?;
         let mut config = ConsulConfig {
             https,
             host,
@@ -124,6 +137,7 @@ impl ConsulConfig {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             ca_file: None,
+            watch_loss: true,
             token: None,
         };
         let mut token_file = None;
@@ -135,6 +149,7 @@ impl ConsulConfig {
                 "request_timeout" => config.request_timeout = parse_duration(&k, &v)?,
                 "connect_timeout" => config.connect_timeout = parse_duration(&k, &v)?,
                 "ca_file" => config.ca_file = Some(PathBuf::from(v.as_ref())),
+                "watch_loss" => config.watch_loss = parse_bool(&k, &v)?,
                 other => {
                     return Err(Error::InvalidConfig(format!(
                         "unknown Consul URL option {other:?}; known: {KNOWN_OPTIONS}"
@@ -246,6 +261,16 @@ fn validate_datacenter(dc: &str) -> Result<()> {
     Ok(())
 }
 
+fn parse_bool(key: &str, v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(Error::InvalidConfig(format!(
+            "{key} must be true or false, got {v:?}"
+        ))),
+    }
+}
+
 fn parse_duration(key: &str, v: &str) -> Result<Duration> {
     let d = humantime::parse_duration(v).map_err(|e| {
         Error::InvalidConfig(format!(
@@ -282,9 +307,10 @@ mod tests {
     #[test]
     fn options() {
         let c = ConsulConfig::from_url(
-            "consul://h:1/p/?token=t0k%2Ben&dc=dc-2&request_timeout=750ms&connect_timeout=1s",
+            "consul://h:1/p/?token=t0k%2Ben&dc=dc-2&request_timeout=750ms&connect_timeout=1s&watch_loss=off",
         )
         .unwrap();
+        assert!(!c.watch_loss);
         assert_eq!(c.token(), Some("t0k+en"));
         assert_eq!(c.datacenter.as_deref(), Some("dc-2"));
         assert_eq!(c.request_timeout, Duration::from_millis(750));
@@ -311,6 +337,7 @@ mod tests {
             ("consul://u:SECRET@h/a", "user info"),
             ("consul://h/a?request_timeout=soon&token=SECRET", "duration"),
             ("consul://h/a?request_timeout=0s", "greater than zero"),
+            ("consul://h/a?watch_loss=maybe", "true or false"),
             ("consul://h/a?ca_file=/x.pem", "consul+https"),
             (
                 "consul://h/a?token=SECRET&token_file=/nonexistent",

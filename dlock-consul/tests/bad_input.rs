@@ -1,0 +1,147 @@
+//! Bad input and unreachable agents: clear errors, fast, never a panic.
+//! Uses `DLOCK_TEST_CONSUL_URL` (fails when unset).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{consul_url, url_with};
+use dlock_consul::ConsulBackend;
+use dlock_core::{Error, LockBackend, LockName, LockSpec};
+use std::time::{Duration, Instant};
+
+fn spec(name: &str, at_most: Duration) -> LockSpec {
+    LockSpec::new(LockName::new(name).unwrap(), "bad-input", at_most).unwrap()
+}
+
+#[tokio::test]
+async fn closed_port_fails_fast_with_a_connect_error() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let t0 = Instant::now();
+    let e = ConsulBackend::connect(&format!("consul://127.0.0.1:{port}/x?token=SECRET-T"))
+        .await
+        .unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    assert!(
+        msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("reach"),
+        "{msg}"
+    );
+    assert!(!msg.contains("SECRET-T"), "{msg}");
+}
+
+/// An agent that accepts connections but never answers: the request
+/// deadline ends the wait.
+#[tokio::test]
+async fn silent_agent_hits_the_request_deadline() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut socks = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            socks.push(s);
+        }
+    });
+    let t0 = Instant::now();
+    let e = ConsulBackend::connect(&format!(
+        "consul://127.0.0.1:{port}/x?request_timeout=700ms&connect_timeout=500ms"
+    ))
+    .await
+    .unwrap_err();
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        matches!(e, Error::Connect { .. }) && msg.contains("no answer"),
+        "{msg}"
+    );
+    hold.abort();
+}
+
+#[tokio::test]
+async fn unknown_datacenter_is_named() {
+    let base = common::env("DLOCK_TEST_CONSUL_URL");
+    let e = ConsulBackend::connect(&url_with(&base, "x", "dc=no-such-dc"))
+        .await
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    assert!(msg.contains("no-such-dc") && msg.contains("dc="), "{msg}");
+}
+
+#[tokio::test]
+async fn malformed_urls_are_invalid_config() {
+    for url in [
+        "consul://",
+        "consul://h:99999/x",
+        "consul://h/x?nope=1",
+        "consul://h/a//b",
+        "consul+http://h/x",
+    ] {
+        let e = ConsulBackend::connect(url).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig(_)), "{url}: {e:?}");
+    }
+}
+
+/// Consul accepts session TTLs of 10 s to 24 h: anything else, or a lease
+/// that is not whole seconds, is Unsupported and never rounded.
+#[tokio::test]
+async fn leases_consul_cannot_honour_are_unsupported() {
+    let (url, _) = consul_url();
+    let b = ConsulBackend::connect(&url).await.unwrap();
+    for (d, needle) in [
+        (Duration::from_secs(9), "shortest"),
+        (Duration::from_millis(500), "shortest"),
+        (Duration::from_millis(10_500), "multiple"),
+        (Duration::from_secs(86_401), "longest"),
+    ] {
+        let e = b.try_acquire(&spec("lease", d)).await.unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{d:?}: {e:?}");
+        assert!(e.to_string().contains(needle), "{d:?}: {e}");
+    }
+    // Extensions are checked the same way, and change nothing.
+    let lease = b
+        .try_acquire(&spec("lease", Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    let e = b.extend(&lease, Duration::from_secs(5)).await.unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    // The longest and the shortest lease both work.
+    b.release(&lease).await.unwrap();
+    let long = b
+        .try_acquire(&spec("lease", Duration::from_secs(86_400)))
+        .await
+        .unwrap()
+        .unwrap();
+    b.release(&long).await.unwrap();
+}
+
+/// A lease whose handle is not one this backend issued is an error, not a panic.
+#[tokio::test]
+async fn foreign_lease_handles_are_rejected() {
+    let (url, _) = consul_url();
+    let b = ConsulBackend::connect(&url).await.unwrap();
+    let mut lease = b
+        .try_acquire(&spec("handle", Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    let real = lease.clone();
+    for h in ["", "no-separators", "s;notanumber;id", ";1;id"] {
+        lease.handle = h.to_string();
+        let e = b.release(&lease).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig(_)), "{h:?}: {e:?}");
+        let e = b.extend(&lease, Duration::from_secs(10)).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidConfig(_)), "{h:?}: {e:?}");
+    }
+    // The real lease is untouched.
+    assert!(b.inspect(&real.name).await.unwrap().is_some());
+    b.release(&real).await.unwrap();
+}
