@@ -120,7 +120,12 @@ async fn metrics_and_spans_fire() {
         assert!(seen.contains(m), "metric {m} not recorded; seen: {seen:?}");
     }
     let spans = spans.0.lock().unwrap().clone();
-    for s in ["dlock.acquire", "dlock.extend", "dlock.release", "dlock.job"] {
+    for s in [
+        "dlock.acquire",
+        "dlock.extend",
+        "dlock.release",
+        "dlock.job",
+    ] {
         assert!(spans.contains(s), "span {s} not created; seen: {spans:?}");
     }
 }

@@ -22,7 +22,11 @@ fn unique(prefix: &str) -> String {
 type Runs = Arc<Mutex<Vec<(String, String, u64)>>>;
 
 async fn node(url: &str, owner: &str) -> Locker {
-    dlock::connect(url).await.unwrap().with_owner(owner).unwrap()
+    dlock::connect(url)
+        .await
+        .unwrap()
+        .with_owner(owner)
+        .unwrap()
 }
 
 async fn collect(mut rx: broadcast::Receiver<JobEvent>, out: Arc<Mutex<Vec<JobEvent>>>) {
@@ -243,7 +247,10 @@ async fn graceful_shutdown_waits_and_releases() {
         .unwrap();
     assert!(locker.inspect(&name).await.unwrap().is_some());
     handle.shutdown().await;
-    assert!(*finished.lock().unwrap(), "shutdown did not wait for the job");
+    assert!(
+        *finished.lock().unwrap(),
+        "shutdown did not wait for the job"
+    );
     assert!(
         locker.inspect(&name).await.unwrap().is_none(),
         "lock still held after shutdown"

@@ -25,8 +25,16 @@ async fn basic(locker: &Locker, name: &str, hold: Duration, runs: Arc<AtomicUsiz
 
 /// Two concurrent calls on two nodes: one runs, the other is skipped.
 async fn one_runs_other_skips(url: &str) {
-    let a = dlock::connect(url).await.unwrap().with_owner("node-a").unwrap();
-    let b = dlock::connect(url).await.unwrap().with_owner("node-b").unwrap();
+    let a = dlock::connect(url)
+        .await
+        .unwrap()
+        .with_owner("node-a")
+        .unwrap();
+    let b = dlock::connect(url)
+        .await
+        .unwrap()
+        .with_owner("node-b")
+        .unwrap();
     let runs = Arc::new(AtomicUsize::new(0));
     // A fresh name per run: runs on a shared server never see each other.
     let name = unique("macro-basic");
@@ -42,7 +50,9 @@ async fn one_runs_other_skips(url: &str) {
     assert_eq!((ra, rb), (Some(42), None));
     // Released afterwards (no at_least): the next call runs.
     assert_eq!(
-        basic(&b, &name, Duration::ZERO, runs.clone()).await.unwrap(),
+        basic(&b, &name, Duration::ZERO, runs.clone())
+            .await
+            .unwrap(),
         Some(42)
     );
 }

@@ -215,9 +215,8 @@ impl std::str::FromStr for Schedule {
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
         if let Some(period) = s.strip_prefix("every ") {
-            let d = humantime::parse_duration(period.trim()).map_err(|e| {
-                Error::InvalidConfig(format!("schedule {s:?}: bad period: {e}"))
-            })?;
+            let d = humantime::parse_duration(period.trim())
+                .map_err(|e| Error::InvalidConfig(format!("schedule {s:?}: bad period: {e}")))?;
             return Schedule::every(d);
         }
         match s.rsplit_once(" in ") {
@@ -294,7 +293,10 @@ mod tests {
     #[test]
     fn bad_input_is_a_clear_error() {
         let e = Schedule::cron("61 * * * * *").unwrap_err().to_string();
-        assert!(e.contains("cron expression \"61 * * * * *\" is invalid"), "{e}");
+        assert!(
+            e.contains("cron expression \"61 * * * * *\" is invalid"),
+            "{e}"
+        );
         let e = Schedule::cron("* * *").unwrap_err().to_string();
         assert!(e.contains("invalid"), "{e}");
         let e = Schedule::cron("0 0 * * *")

@@ -1,0 +1,216 @@
+//! The command line, as clap derives it.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::time::Duration;
+
+const ABOUT: &str = "Run a command under a distributed lock, like flock(1) across machines.";
+
+const LONG_ABOUT: &str = "\
+Run a command under a distributed lock, like flock(1) across machines, on the
+coordinator you already run: SQLite (one host), PostgreSQL, MySQL/MariaDB,
+etcd, ZooKeeper or Consul. The URL picks the coordinator.";
+
+const EXAMPLES: &str = "\
+Examples:
+  # crontab line on every node: the report runs on one of them each morning
+  59 8 * * *  dlock run --url postgres://dlock:pw@db/locks --name nightly-report \\
+                --lock-for 10m --at-least 30s --skipped-exit-code 0 -- /usr/local/bin/report
+
+  export DLOCK_URL=sqlite:///var/lib/dlock/locks.db
+  dlock run --name import --lock-for 5m --wait 1m -- ./import.sh data.csv
+  dlock status import billing
+  dlock status --json import | jq '.[0].token'
+  dlock release import --force
+
+URL schemes: sqlite://file.db, sqlite:///abs/path.db, postgres://, mysql://,
+mariadb://, etcd://, zk://, consul:// (as far as this build includes them).";
+
+/// `dlock`: distributed locks for shell scripts and cron lines.
+#[derive(Debug, Parser)]
+#[command(name = "dlock", version, about = ABOUT, long_about = LONG_ABOUT,
+          after_long_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    /// Coordinator URL, e.g. postgres://user:pass@host/db or sqlite:///var/lib/dlock.db
+    #[arg(long, env = "DLOCK_URL", global = true, hide_env_values = true)]
+    pub url: Option<String>,
+
+    /// More log output on stderr (-v: info, -vv: debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Only errors on stderr (no "skipped" message).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run COMMAND only if the lock NAME could be taken; hold it (kept alive)
+    /// while COMMAND runs, release it when COMMAND exits.
+    #[command(after_long_help = RUN_HELP,
+              override_usage = "dlock run [OPTIONS] --name <NAME> --lock-for <DURATION> -- <COMMAND>...")]
+    Run(RunArgs),
+    /// Show who holds locks: holder, since, until, fencing token.
+    #[command(after_long_help = STATUS_HELP)]
+    Status(StatusArgs),
+    /// Operator override: free a lock whoever holds it (needs --force).
+    #[command(after_long_help = RELEASE_HELP)]
+    Release(ReleaseArgs),
+}
+
+const RUN_HELP: &str = concat!(
+    "\
+COMMAND gets these environment variables:
+  DLOCK_TOKEN  the fencing token of this acquisition (strictly greater than every
+               earlier one for NAME): pass it to what you write, and let that
+               reject writes with a smaller token
+  DLOCK_NAME   the lock name
+  DLOCK_OWNER  the owner name
+
+SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to dlock are
+forwarded to COMMAND; dlock waits for it, then releases the lock. If dlock
+itself dies, COMMAND gets the --on-lost signal (Linux) and the lock frees
+itself after --lock-for.
+
+Examples:
+  dlock run --url sqlite:///tmp/locks.db --name backup --lock-for 10m -- ./backup.sh
+  dlock run --name report --lock-for 10m --at-least 30s --skipped-exit-code 0 -- ./report
+  dlock run --name deploy --lock-for 2m --wait 5m --on-lost kill -- make deploy
+
+",
+    "Exit codes of `dlock run`:
+  N    the command's own exit code (128+S when it was killed by signal S)
+  64   bad command line
+  69   the lock could not be taken (coordinator unreachable, bad URL or name);
+       the command did not run
+  75   skipped: another owner holds the lock (change with --skipped-exit-code);
+       the command did not run
+  76   the lock was lost while the command ran (the command was signalled as
+       --on-lost says)
+  126  the command could not be executed
+  127  the command was not found"
+);
+
+const STATUS_HELP: &str = "\
+Examples:
+  dlock status --url postgres://dlock:pw@db/locks nightly-report
+  dlock status --json import billing
+
+--json prints an array with one object per NAME:
+  [{\"name\": \"import\", \"held\": true, \"owner\": \"web-1:4242\",
+    \"acquisition_id\": \"...\", \"token\": 17,
+    \"locked_at\": \"2025-01-10T08:59:59.120Z\", \"lock_until\": \"2025-01-10T09:09:59.120Z\"}]
+Times are the coordinator's, in UTC (RFC 3339); fields unknown to a backend are null.
+A free lock is {\"name\": ..., \"held\": false, ...} with null fields.
+
+Exit codes: 0 on success, 64 bad command line, 69 the coordinator could not be asked.";
+
+const RELEASE_HELP: &str = "\
+A lock taken by `dlock run` is released when its command exits; use this only
+to free a lock whose holder is stuck. The holder is not told: it learns at its
+next keep-alive (its command gets the --on-lost signal). The fencing token
+counter is kept, so the next holder's token is still greater.
+
+Example:
+  dlock release --url postgres://dlock:pw@db/locks nightly-report --force
+
+Exit codes: 0 released (or was not held), 64 bad command line or no --force,
+69 the coordinator could not be asked.";
+
+/// What to do with COMMAND when the lock is lost while it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnLost {
+    /// Send SIGTERM, then SIGKILL after --kill-after.
+    Term,
+    /// Send SIGKILL at once.
+    Kill,
+    /// Let it run (unprotected); still exit 76.
+    Ignore,
+}
+
+/// `dlock run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Lock name (any UTF-8, up to 255 bytes).
+    #[arg(short, long)]
+    pub name: String,
+
+    /// Lease length (lock_at_most_for): kept alive while COMMAND runs; if
+    /// this host dies, the lock frees itself after at most this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_for: Duration,
+
+    /// Keep the lock at least this long after taking it, even if COMMAND ends
+    /// sooner (absorbs clock drift between nodes firing the same cron line).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub at_least: Duration,
+
+    /// Wait up to this long for the holder to let go instead of skipping.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub wait: Duration,
+
+    /// Owner name recorded with the lock (default: HOST:PID).
+    #[arg(long)]
+    pub owner: Option<String>,
+
+    /// What to do with COMMAND if the lock is lost while it runs.
+    #[arg(long, value_enum, default_value_t = OnLost::Term)]
+    pub on_lost: OnLost,
+
+    /// With --on-lost term: SIGKILL if COMMAND still runs this long after SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub kill_after: Duration,
+
+    /// Do not extend the lease: COMMAND must end within --lock-for, or the
+    /// lock is lost (and COMMAND signalled).
+    #[arg(long)]
+    pub no_keep_alive: bool,
+
+    /// Exit code when skipped because another owner holds the lock
+    /// (0 makes skipping silent for cron).
+    #[arg(long, value_name = "CODE", default_value_t = crate::exit::SKIPPED)]
+    pub skipped_exit_code: u8,
+
+    /// The command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// `dlock status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Lock names to show.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Print JSON (an array, one object per NAME) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `dlock release`.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// Lock name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Confirm: free the lock whoever holds it.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e}; write e.g. 30s, 10m, 1h30m or 250ms"))
+}
