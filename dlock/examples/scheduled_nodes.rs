@@ -6,113 +6,129 @@
 //! DLOCK_URL=postgres://... cargo run --features postgres --example scheduled_nodes
 //! ```
 //!
-//! Each node has its own connection and owner name. Their "cron" fires a few
-//! hundred milliseconds apart (schedule drift), so `lock_at_least_for` keeps
-//! the lock taken after the short job ends: the late nodes skip instead of
-//! running the job a second time. Ends by itself after 8 firings (~25 s).
+//! Each node has its own connection, owner name and [`Scheduler`]; all
+//! compute the same firing instants from the schedule. Their timers fire a
+//! little apart (schedule drift, clock skew between hosts), so
+//! `lock_at_least_for` keeps the lock taken after the short job ends: a late
+//! node skips instead of running the job a second time. Ends by itself after
+//! `FIRINGS` firings (default 6, ~18 s).
 
-use dlock::{LockOptions, Locker};
+use dlock::schedule::chrono::{DateTime, Utc};
+use dlock::schedule::{Job, JobEvent, JobOutcome, Schedule, Scheduler};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use tokio::sync::mpsc;
 
-const PERIOD_SECS: u64 = 3;
-const FIRINGS: u64 = 8;
+const PERIOD: Duration = Duration::from_secs(3);
+const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 
-#[derive(Debug, Clone)]
-enum Outcome {
-    Ran { token: u64 },
-    Skipped,
+/// Firing number (1, 2, ...) of `at`, counting from `first`.
+fn firing_no(first: DateTime<Utc>, at: DateTime<Utc>) -> i64 {
+    (at - first).num_milliseconds() / PERIOD.as_millis() as i64 + 1
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = match std::env::var("DLOCK_URL") {
-        Ok(u) => u,
+    let firings: i64 = std::env::var("FIRINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let (url, scratch) = match std::env::var("DLOCK_URL") {
+        Ok(u) => (u, None),
         Err(_) => {
             let dir = std::env::temp_dir().join(format!("dlock-example-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
-            format!("sqlite://{}", dir.join("locks.db").display())
+            (
+                format!("sqlite://{}", dir.join("locks.db").display()),
+                Some(dir),
+            )
         }
     };
     println!("coordinator: {}", url.split('?').next().unwrap_or(&url));
 
-    let log: Arc<Mutex<BTreeMap<u64, Vec<(String, Outcome)>>>> = Arc::default();
-    let now = unix_secs();
-    let first = (now / PERIOD_SECS + 1) * PERIOD_SECS;
-    let mut nodes = Vec::new();
-    for (i, node) in ["node-a", "node-b", "node-c"].into_iter().enumerate() {
+    let schedule = Schedule::every(PERIOD)?;
+    let first = schedule
+        .next_after(Utc::now())
+        .ok_or("schedule never fires")?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<JobEvent>();
+    let mut handles = Vec::new();
+    for node in NODES {
         // Each node is its own "process": its own connection and owner name.
         let locker = dlock::connect(&url).await?.with_owner(node)?;
-        let log = log.clone();
-        // Simulated clock drift: node i's schedule fires i*150 ms late.
-        let drift = Duration::from_millis(150 * i as u64);
-        nodes.push(tokio::spawn(run_node(locker, node, first, drift, log)));
+        let job = Job::new("daily-report", schedule.clone(), move |ctx| async move {
+            let n = firing_no(first, ctx.scheduled_at);
+            println!(
+                "[firing {n}] {} runs the job with fencing token {}",
+                ctx.owner, ctx.token
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await; // the "work"
+        })
+        // lock at most 30 s (if this node dies mid-job), at least 2 s (absorbs drift).
+        .lock_for(Duration::from_secs(30))
+        .at_least(Duration::from_secs(2));
+        let scheduler = Scheduler::new(locker).job(job);
+        let mut events = scheduler.subscribe();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Ok(ev) = events.recv().await {
+                if tx.send(ev).is_err() {
+                    break;
+                }
+            }
+        });
+        handles.push(scheduler.start());
     }
-    for n in nodes {
-        n.await??;
+    drop(tx);
+
+    // Collect every node's report of each firing.
+    let mut log: BTreeMap<i64, Vec<JobEvent>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + PERIOD * (firings as u32 + 3);
+    while log.get(&firings).map_or(0, Vec::len) < NODES.len() {
+        let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            break;
+        };
+        let n = firing_no(first, ev.scheduled_at);
+        if n < 1 || n > firings {
+            continue;
+        }
+        match &ev.outcome {
+            JobOutcome::Skipped => {
+                println!("[firing {n}] {} skipped: another node has it", ev.owner)
+            }
+            JobOutcome::Ran { .. } => {}
+            other => println!("[firing {n}] {}: {other:?}", ev.owner),
+        }
+        log.entry(n).or_default().push(ev);
+    }
+    // Graceful shutdown: no new firings, running jobs finish and release.
+    for h in handles {
+        h.shutdown().await;
     }
 
     println!("\nsummary:");
-    let log = log.lock().map_err(|_| "log poisoned")?;
-    let mut ok = true;
-    for (firing, outcomes) in log.iter() {
-        let ran: Vec<_> = outcomes
+    let mut ok = log.len() as i64 == firings;
+    for (firing, events) in &log {
+        let ran: Vec<_> = events
             .iter()
-            .filter_map(|(n, o)| match o {
-                Outcome::Ran { token } => Some(format!("{n} (token {token})")),
-                Outcome::Skipped => None,
+            .filter_map(|e| match e.outcome {
+                JobOutcome::Ran { token, .. } => Some(format!("{} (token {token})", e.owner)),
+                _ => None,
             })
             .collect();
-        let verdict = if ran.len() == 1 { "exactly one node" } else { "WRONG" };
+        let verdict = if ran.len() == 1 {
+            "exactly one node"
+        } else {
+            "WRONG"
+        };
         ok &= ran.len() == 1;
         println!("  firing {firing}: ran on {} — {verdict}", ran.join(", "));
     }
-    if !ok || log.len() as u64 != FIRINGS {
+    if let Some(dir) = scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if !ok {
         return Err("some firing did not run on exactly one node".into());
     }
     println!("every firing ran on exactly one node");
     Ok(())
-}
-
-async fn run_node(
-    locker: Locker,
-    node: &'static str,
-    first: u64,
-    drift: Duration,
-    log: Arc<Mutex<BTreeMap<u64, Vec<(String, Outcome)>>>>,
-) -> Result<(), dlock::Error> {
-    for firing in 1..=FIRINGS {
-        let at = UNIX_EPOCH + Duration::from_secs(first + (firing - 1) * PERIOD_SECS) + drift;
-        if let Ok(wait) = at.duration_since(SystemTime::now()) {
-            tokio::time::sleep(wait).await;
-        }
-        // lock at most 30 s (if this node dies mid-job), at least 2 s (absorbs drift).
-        let opts = LockOptions::new(Duration::from_secs(30)).at_least(Duration::from_secs(2));
-        let outcome = locker
-            .run_exclusive("daily-report", opts, |ctx| async move {
-                println!("[firing {firing}] {node} runs the job with fencing token {}", ctx.token);
-                tokio::time::sleep(Duration::from_millis(300)).await; // the "work"
-                ctx.token
-            })
-            .await?;
-        let outcome = match outcome {
-            Some(token) => Outcome::Ran { token: token.0 },
-            None => {
-                println!("[firing {firing}] {node} skipped: another node has it");
-                Outcome::Skipped
-            }
-        };
-        if let Ok(mut l) = log.lock() {
-            l.entry(firing).or_default().push((node.to_string(), outcome));
-        }
-    }
-    Ok(())
-}
-
-fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
