@@ -170,6 +170,8 @@ pub(crate) struct NetUrl {
     pub user: Option<String>,
     /// `password=` from the query, if given.
     pub password: Option<String>,
+    /// The adapter's own extra options (`own_keys`), in order.
+    pub extra: Vec<(String, String)>,
 }
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -184,8 +186,10 @@ impl std::fmt::Debug for NetUrl {
 
 /// Splits `url` (one of `schemes`) into the driver's URL (scheme replaced by
 /// `driver_scheme`, only the `driver_keys` query options kept) and dlock's
-/// options. Unknown options are an error listing the known ones.
+/// options (the common ones plus the adapter's `own_keys`). Unknown options
+/// are an error listing the known ones.
 #[cfg(any(feature = "postgres", feature = "mysql"))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn split_net_url(
     kind: &'static str,
     url: &str,
@@ -193,6 +197,7 @@ pub(crate) fn split_net_url(
     driver_scheme: &str,
     default_port: u16,
     allow_schema: bool,
+    own_keys: &[&str],
     driver_keys: &[&str],
 ) -> Result<NetUrl> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| {
@@ -216,17 +221,29 @@ pub(crate) fn split_net_url(
     let mut user = None;
     let mut password = None;
     let mut kept = Vec::new();
+    let mut own = Vec::new();
     for (k, v) in extra {
         match k.as_str() {
             "user" => user = Some(v),
             "password" => password = Some(v),
+            _ if own_keys.contains(&k.as_str()) => own.push((k, v)),
             _ if driver_keys.contains(&k.as_str()) => kept.push((k, v)),
             _ => {
+                let mut known = vec![
+                    "table",
+                    "create_table",
+                    "pool_size",
+                    "connect_timeout",
+                    "statement_timeout",
+                    "user",
+                    "password",
+                ];
+                known.extend_from_slice(own_keys);
+                known.extend_from_slice(driver_keys);
                 return Err(Error::InvalidConfig(format!(
-                    "unknown {kind} URL option {k:?}; known: table, create_table, pool_size, \
-                     connect_timeout, statement_timeout, user, password, {}",
-                    driver_keys.join(", ")
-                )))
+                    "unknown {kind} URL option {k:?}; known: {}",
+                    known.join(", ")
+                )));
             }
         }
     }
@@ -245,6 +262,7 @@ pub(crate) fn split_net_url(
         opts,
         user,
         password,
+        extra: own,
     })
 }
 

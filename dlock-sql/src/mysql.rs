@@ -138,6 +138,7 @@ impl MysqlBackend {
             "mysql",
             3306,
             false,
+            &[],
             DRIVER_KEYS,
         )?;
         let mut connect_opts = MySqlConnectOptions::from_str(&net.driver_url).map_err(|e| {

@@ -7,7 +7,7 @@ use dlock_core::{
     Error, FencingToken, Lease, LockBackend, LockInfo, LockName, LockSpec, Result,
 };
 use sqlx::postgres::types::PgInterval;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Executor, Row};
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -43,7 +43,8 @@ const DRIVER_KEYS: &[&str] = &[
 /// URL: `postgres://user:password@host:port/database?options` (also
 /// `postgresql://`). Options: `table` (may be `schema.table`),
 /// `create_table`, `pool_size`, `connect_timeout`, `statement_timeout`,
-/// `user`, `password`, and sqlx's own `sslmode` (`disable`, `prefer`,
+/// `user`, `password`, `transaction_pooling` (see
+/// [`PostgresBackend::transaction_pooling`]), and sqlx's own `sslmode` (`disable`, `prefer`,
 /// `require`, `verify-ca`, `verify-full`), `sslrootcert`, `sslcert`,
 /// `sslkey`, `statement-cache-capacity`, `application_name`, `options`.
 ///
@@ -51,15 +52,16 @@ const DRIVER_KEYS: &[&str] = &[
 /// statement's own time; `now()` is frozen at transaction start). Releases
 /// send `pg_notify` in the same statement; waiters listen on one shared
 /// connection per backend and fall back to polling, so a missed notification
-/// costs latency, never correctness. No session state is relied on, so it
-/// works behind a transaction-pooling proxy (where LISTEN may not reach
-/// anyone: waiters then poll).
+/// costs latency, never correctness. No session state is relied on; behind
+/// a transaction-pooling proxy set `transaction_pooling=true` so the
+/// driver's prepared statements stay on one server connection.
 pub struct PostgresBackend {
     pool: PgPool,
     opts: SqlOptions,
     target: String,
     sql: Statements,
     notifier: Notifier,
+    tx_pooling: bool,
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -142,8 +144,15 @@ impl PostgresBackend {
             "postgres",
             5432,
             true,
+            &["transaction_pooling"],
             DRIVER_KEYS,
         )?;
+        let mut tx_pooling = false;
+        for (k, v) in &net.extra {
+            if k == "transaction_pooling" {
+                tx_pooling = config::parse_bool(k, v)?;
+            }
+        }
         let mut connect_opts = PgConnectOptions::from_str(&net.driver_url).map_err(|e| {
             Error::InvalidConfig(format!(
                 "postgres URL for {} is not accepted by the driver: {}",
@@ -197,7 +206,7 @@ impl PostgresBackend {
             .max_connections(opts.pool_size)
             .acquire_timeout(opts.connect_timeout)
             .connect_lazy_with(connect_opts);
-        Ok(Self::assemble(pool, opts, target, sql))
+        Ok(Self::assemble(pool, opts, target, sql).transaction_pooling(tx_pooling))
     }
 
     /// Builds a backend on a pool the application already has, checking (or,
@@ -235,6 +244,7 @@ impl PostgresBackend {
             target,
             sql,
             notifier,
+            tx_pooling: false,
         }
     }
 
@@ -253,13 +263,46 @@ impl PostgresBackend {
         &self.notifier.channel
     }
 
-    async fn timed<T>(
-        &self,
-        op: &'static str,
-        fut: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
-    ) -> Result<T> {
+    /// Behind a transaction-pooling proxy (PgBouncer `pool_mode=transaction`
+    /// before 1.21, or without `max_prepared_statements`): every statement
+    /// runs in its own explicit transaction with an unnamed prepared
+    /// statement, so all of its protocol messages reach one server
+    /// connection; no LISTEN (waiters poll). Costs three extra round trips
+    /// per operation. Also the URL option `transaction_pooling=true`.
+    pub fn transaction_pooling(mut self, on: bool) -> Self {
+        self.tx_pooling = on;
+        self
+    }
+
+    /// Runs one statement and returns all its rows. Reading to the end of the
+    /// statement means a failed commit is an error, never a result.
+    async fn rows(&self, op: &'static str, q: PgQuery<'_>) -> Result<Vec<PgRow>> {
         with_deadline(op, self.opts.statement_timeout, async {
-            fut.await.map_err(|e| Error::backend(KIND, op, e))
+            let r = if self.tx_pooling {
+                in_transaction(&self.pool, q).await
+            } else {
+                q.fetch_all(&self.pool).await
+            };
+            r.map_err(|e| Error::backend(KIND, op, e))
+        })
+        .await
+    }
+
+    /// Runs one statement and returns how many rows it matched.
+    async fn exec(&self, op: &'static str, q: PgQuery<'_>) -> Result<u64> {
+        with_deadline(op, self.opts.statement_timeout, async {
+            let r = if self.tx_pooling {
+                async {
+                    let mut tx = self.pool.begin().await?;
+                    let done = q.persistent(false).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok(done.rows_affected())
+                }
+                .await
+            } else {
+                q.execute(&self.pool).await.map(|d| d.rows_affected())
+            };
+            r.map_err(|e| Error::backend(KIND, op, e))
         })
         .await
     }
@@ -267,21 +310,30 @@ impl PostgresBackend {
     /// Microseconds until `name`'s current lease ends (<= 0: free now), or
     /// `None` when the name has never been locked.
     async fn remaining_us(&self, name: &LockName) -> Result<Option<i64>> {
-        let row = self
-            .timed(
-                "wait",
-                sqlx::query(&self.sql.remaining)
-                    .bind(name.as_str())
-                    .fetch_optional(&self.pool),
-            )
+        let rows = self
+            .rows("wait", sqlx::query(&self.sql.remaining).bind(name.as_str()))
             .await?;
-        match row {
+        match rows.first() {
             None => Ok(None),
             Some(r) => r
                 .try_get::<Option<i64>, _>(0)
                 .map_err(|e| Error::backend(KIND, "wait", e)),
         }
     }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// One statement in its own transaction, unnamed: every message of it goes
+/// to the same server connection even behind a transaction-pooling proxy.
+async fn in_transaction(
+    pool: &PgPool,
+    q: PgQuery<'_>,
+) -> std::result::Result<Vec<PgRow>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let rows = q.persistent(false).fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// Removes anything that looks like a URL's userinfo from a driver message.
@@ -359,24 +411,28 @@ async fn ensure_table(conn: &mut PgConnection, opts: &SqlOptions) -> Result<()> 
 }
 
 /// The table's column names, or `None` when it does not exist.
+///
+/// One transaction, unnamed statements: safe behind a transaction-pooling proxy.
 async fn columns(conn: &mut PgConnection, quoted: &str) -> Result<Option<Vec<String>>> {
+    let err = |e| Error::backend(KIND, "inspect schema", e);
+    let mut tx = conn.begin().await.map_err(err)?;
     let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
         .bind(quoted)
-        .fetch_one(&mut *conn)
+        .persistent(false)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(|e| Error::backend(KIND, "inspect schema", e))?;
-    if exists.is_none() {
-        return Ok(None);
-    }
+        .map_err(err)?;
     let cols: Vec<String> = sqlx::query_scalar(
         "SELECT attname::text FROM pg_attribute \
          WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
     )
     .bind(quoted)
-    .fetch_all(&mut *conn)
+    .persistent(false)
+    .fetch_all(&mut *tx)
     .await
-    .map_err(|e| Error::backend(KIND, "inspect schema", e))?;
-    Ok(Some(cols))
+    .map_err(err)?;
+    tx.commit().await.map_err(err)?;
+    Ok(exists.map(|_| cols))
 }
 
 /// `dlock.<table>`, or a hashed form when that would exceed PostgreSQL's
@@ -436,10 +492,11 @@ impl LockBackend for PostgresBackend {
         c.max_lease = Some(Duration::from_secs(100 * 365 * 86_400));
         c.lease_granularity = Duration::from_micros(1);
         c.expiry_slack = Duration::from_millis(50);
-        c.release_notifies_waiters = true;
+        // Behind a transaction pooler there is no LISTEN: waiters poll.
+        c.release_notifies_waiters = !self.tx_pooling;
         c.at_least_survives_exit = true;
         c.networked = true;
-        c.poll_interval = Duration::from_millis(500);
+        c.poll_interval = Duration::from_millis(if self.tx_pooling { 100 } else { 500 });
         c
     }
 
@@ -449,16 +506,13 @@ impl LockBackend for PostgresBackend {
         let lease_us = micros(KIND, spec.at_most)?;
         let sent = Instant::now();
         let row = self
-            .timed(
+            .rows(
                 "acquire",
                 sqlx::query(&self.sql.acquire)
                     .bind(spec.name.as_str())
                     .bind(&spec.owner)
                     .bind(&id)
-                    .bind(interval(lease_us))
-                    // fetch_all reads to the end of the statement, so a failed
-                    // commit is an error here, not a token handed out twice.
-                    .fetch_all(&self.pool),
+                    .bind(interval(lease_us)),
             )
             .await?;
         let Some(row) = row.first() else {
@@ -484,17 +538,16 @@ impl LockBackend for PostgresBackend {
         self.capabilities()
             .check_lease(KIND, "extension", lock_for)?;
         let sent = Instant::now();
-        let done = self
-            .timed(
+        let matched = self
+            .exec(
                 "extend",
                 sqlx::query(&self.sql.extend)
                     .bind(lease.name.as_str())
                     .bind(&lease.id)
-                    .bind(interval(micros(KIND, lock_for)?))
-                    .execute(&self.pool),
+                    .bind(interval(micros(KIND, lock_for)?)),
             )
             .await?;
-        if done.rows_affected() == 0 {
+        if matched == 0 {
             return Err(Error::lost(
                 &lease.name,
                 "the lease expired or was taken over before it could be extended",
@@ -508,14 +561,13 @@ impl LockBackend for PostgresBackend {
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let row = self
-            .timed(
+            .rows(
                 "release",
                 sqlx::query(&self.sql.release)
                     .bind(lease.name.as_str())
                     .bind(&lease.id)
                     .bind(interval(micros(KIND, lease.at_least)?))
-                    .bind(&self.notifier.channel)
-                    .fetch_all(&self.pool),
+                    .bind(&self.notifier.channel),
             )
             .await?;
         if row.is_empty() {
@@ -528,15 +580,15 @@ impl LockBackend for PostgresBackend {
     }
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
-        let row = self
-            .timed(
+        let rows = self
+            .rows(
                 "inspect",
-                sqlx::query(&self.sql.inspect)
-                    .bind(name.as_str())
-                    .fetch_optional(&self.pool),
+                sqlx::query(&self.sql.inspect).bind(name.as_str()),
             )
             .await?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
         let get = |e: sqlx::Error| Error::backend(KIND, "inspect", e);
         Ok(Some(LockInfo {
             name: name.clone(),
@@ -550,12 +602,11 @@ impl LockBackend for PostgresBackend {
 
     async fn force_release(&self, name: &LockName) -> Result<bool> {
         let row = self
-            .timed(
+            .rows(
                 "force release",
                 sqlx::query(&self.sql.force_release)
                     .bind(name.as_str())
-                    .bind(&self.notifier.channel)
-                    .fetch_all(&self.pool),
+                    .bind(&self.notifier.channel),
             )
             .await?;
         Ok(!row.is_empty())
@@ -566,6 +617,21 @@ impl LockBackend for PostgresBackend {
     /// first (never beyond `max_wait`).
     async fn wait_for_release(&self, name: &LockName, max_wait: Duration) -> Result<()> {
         let started = Instant::now();
+        if self.tx_pooling {
+            // LISTEN needs a session of its own: poll, and wake at the lease's end.
+            let sleep_for = match self.remaining_us(name).await? {
+                None => return Ok(()),
+                Some(us) if us <= 0 => return Ok(()),
+                Some(us) => {
+                    Duration::from_micros(u64::try_from(us).unwrap_or(u64::MAX))
+                        + jittered(Duration::from_millis(2))
+                }
+            };
+            let poll = jittered(self.capabilities().poll_interval);
+            let left = max_wait.saturating_sub(started.elapsed());
+            tokio::time::sleep(sleep_for.min(poll).min(left)).await;
+            return Ok(());
+        }
         let (mut rx, state) = self.notifier.subscribe(&self.pool, &self.opts);
         let mut state = state;
         // The first waiter starts the listener: give it a moment to LISTEN so

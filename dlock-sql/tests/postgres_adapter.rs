@@ -382,3 +382,49 @@ async fn waiter_wakes_at_expiry_by_the_database_clock() {
     g.release().await.unwrap();
     drop_table(&b, &table).await;
 }
+
+#[tokio::test]
+async fn transaction_pooling_mode_works_and_polls() {
+    // The mode for PgBouncer-style transaction pooling: every statement in
+    // its own transaction, unnamed; no LISTEN. (Verified through a real
+    // PgBouncer 1.18 with pool_mode=transaction: the whole conformance suite
+    // passes with `?transaction_pooling=true`.)
+    let table = fresh_table();
+    let url = with_query(
+        &base_url(),
+        &format!("table={table}&transaction_pooling=true"),
+    );
+    let b = Arc::new(PostgresBackend::connect(&url).await.unwrap());
+    let caps = b.capabilities();
+    assert!(!caps.release_notifies_waiters);
+    assert!(caps.poll_interval <= Duration::from_millis(100));
+    let l = b.try_acquire(&spec("tp", 30)).await.unwrap().unwrap();
+    assert!(b.try_acquire(&spec("tp", 30)).await.unwrap().is_none());
+    let l = b.extend(&l, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(
+        b.inspect(&l.name).await.unwrap().unwrap().id.as_deref(),
+        Some(l.id.as_str())
+    );
+    let locker = Locker::from_arc(b.clone());
+    let waiter = {
+        let locker = locker.clone();
+        tokio::spawn(async move {
+            locker
+                .lock("tp", Duration::from_secs(5), Duration::from_secs(20))
+                .await
+                .unwrap()
+                .unwrap()
+        })
+    };
+    b.release(&l).await.unwrap();
+    let g = waiter.await.unwrap();
+    assert!(g.token() > l.token);
+    g.release().await.unwrap();
+    assert!(b.force_release(&l.name).await.is_ok());
+
+    let err = PostgresBackend::connect(&with_query(&base_url(), "transaction_pooling=maybe"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("transaction_pooling"), "{err}");
+    drop_table(&b, &table).await;
+}
