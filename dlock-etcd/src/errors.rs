@@ -38,19 +38,34 @@ pub(crate) fn classify(e: &etcd_client::Error) -> Class {
     }
 }
 
-/// A short description of the failure, without the client library's noise.
+/// A short description of the failure: the gRPC message and code, then the
+/// chain of underlying causes (TLS alerts, connection errors), deduplicated.
 fn describe(e: &etcd_client::Error) -> String {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => {
-            let m = s.message();
-            if m.is_empty() {
-                format!("{:?}", s.code())
-            } else {
-                format!("{} ({:?})", m, s.code())
-            }
-        }
-        other => other.to_string(),
+    let etcd_client::Error::GRpcStatus(s) = e else {
+        return e.to_string();
+    };
+    let mut parts: Vec<String> = Vec::new();
+    if !s.message().is_empty() {
+        parts.push(s.message().to_string());
     }
+    let mut cause = std::error::Error::source(s);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    let mut out = format!("{} ({:?})", parts.join(": "), s.code());
+    let lower = out.to_ascii_lowercase();
+    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        out.push_str(
+            "; check the TLS options: ca_file (the CA that signed the server), cert_file + \
+             key_file (a client certificate the server trusts), tls_domain (a name in the \
+             server's certificate)",
+        );
+    }
+    out
 }
 
 /// Maps an error of a request made during `operation` on the cluster `target`.

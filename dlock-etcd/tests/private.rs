@@ -36,6 +36,21 @@ fn free_port() -> u16 {
 
 impl Cluster {
     async fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[]).await
+    }
+
+    /// One member serving clients over TLS only (`extra` names the certificates).
+    async fn start_tls(extra: &[&str]) -> Cluster {
+        Self::spawn(1, "https", extra)
+    }
+
+    async fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        let c = Self::spawn(n, "http", extra);
+        c.wait_ready().await;
+        c
+    }
+
+    fn spawn(n: usize, scheme: &str, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let peer_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -51,9 +66,9 @@ impl Cluster {
                 .arg(dir.path().join(format!("m{i}")))
                 .args([
                     "--listen-client-urls",
-                    &format!("http://127.0.0.1:{}", client_ports[i]),
+                    &format!("{scheme}://127.0.0.1:{}", client_ports[i]),
                     "--advertise-client-urls",
-                    &format!("http://127.0.0.1:{}", client_ports[i]),
+                    &format!("{scheme}://127.0.0.1:{}", client_ports[i]),
                     "--listen-peer-urls",
                     &format!("http://127.0.0.1:{}", peer_ports[i]),
                     "--initial-advertise-peer-urls",
@@ -63,6 +78,7 @@ impl Cluster {
                     "--initial-cluster-state",
                     "new",
                 ])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
@@ -75,12 +91,16 @@ impl Cluster {
                 });
             members.push(Some(child));
         }
-        let c = Cluster {
+        Cluster {
             members,
             client_ports,
             _dir: dir,
-        };
-        // Ready: every member answers a linearizable read.
+        }
+    }
+
+    /// Every (plain-HTTP) member answers a linearizable read.
+    async fn wait_ready(&self) {
+        let c = self;
         let t = Instant::now();
         for p in &c.client_ports {
             loop {
@@ -105,7 +125,6 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        c
     }
 
     fn endpoints(&self) -> String {
@@ -130,7 +149,9 @@ fn spec(name: &str) -> LockSpec {
 
 #[tokio::test]
 async fn credentials_are_checked_with_clear_errors() {
-    let etcd = Cluster::start(1).await;
+    // Auth tokens expire after 1 s idle here (default 300 s), to check the
+    // backend re-authenticates by itself.
+    let etcd = Cluster::start_with(1, &["--auth-token-ttl", "1"]).await;
     let ep = etcd.endpoints();
     {
         let mut c = Client::connect([ep.as_str()], None).await.unwrap();
@@ -184,6 +205,10 @@ async fn credentials_are_checked_with_clear_errors() {
     assert!(b.try_acquire(&spec("x")).await.unwrap().is_none());
     b.release(&l).await.unwrap();
     assert!(!format!("{b:?}").contains("apppw"));
+    // After the token expired, operations still work (re-authentication).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let l = b.try_acquire(&spec("x")).await.unwrap().unwrap();
+    b.release(&l).await.unwrap();
 
     // A prefix the user may not use: a clear permission error naming it,
     // already at connect.
@@ -235,4 +260,109 @@ async fn a_dead_member_does_not_fail_lock_operations() {
     let b2 = EtcdBackend::connect(&url).await.unwrap();
     let l = b2.try_acquire(&spec("held")).await.unwrap().unwrap();
     b2.release(&l).await.unwrap();
+}
+
+/// A CA and, signed by it, a server certificate (localhost, 127.0.0.1) and a
+/// client certificate, written as PEM files into `dir`.
+fn write_pki(dir: &std::path::Path, tag: &str) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("dlock test CA {tag}"));
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let write = |name: &str, pem: String| std::fs::write(dir.join(name), pem).unwrap();
+    write("ca.pem", ca.pem());
+    for (who, sans) in [
+        (
+            "server",
+            vec!["localhost".to_string(), "127.0.0.1".to_string()],
+        ),
+        ("client", vec![]),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(DnType::CommonName, who);
+        let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+        write(&format!("{who}.pem"), cert.pem());
+        write(&format!("{who}.key"), key.serialize_pem());
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_with_ca_and_client_certificate() {
+    let pki = tempfile::tempdir().unwrap();
+    write_pki(pki.path(), "a");
+    let other = tempfile::tempdir().unwrap();
+    write_pki(other.path(), "b");
+    let f = |d: &tempfile::TempDir, n: &str| d.path().join(n).display().to_string();
+    let etcd = Cluster::start_tls(&[
+        "--cert-file",
+        &f(&pki, "server.pem"),
+        "--key-file",
+        &f(&pki, "server.key"),
+        "--trusted-ca-file",
+        &f(&pki, "ca.pem"),
+        "--client-cert-auth",
+    ])
+    .await;
+    let ep = etcd.endpoints();
+    let good = format!(
+        "etcds://{ep}/tls?ca_file={}&cert_file={}&key_file={}",
+        f(&pki, "ca.pem"),
+        f(&pki, "client.pem"),
+        f(&pki, "client.key")
+    );
+    // Ready (the server may still be starting): retry the real connect.
+    let t = Instant::now();
+    let b = loop {
+        match EtcdBackend::connect(&good).await {
+            Ok(b) => break b,
+            Err(e) if t.elapsed() < Duration::from_secs(30) => {
+                eprintln!("waiting for TLS etcd: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("mutual TLS connect failed: {e}"),
+        }
+    };
+    let l = b.try_acquire(&spec("x")).await.unwrap().unwrap();
+    assert!(b.try_acquire(&spec("x")).await.unwrap().is_none());
+    b.release(&l).await.unwrap();
+
+    // The server name can be overridden (certificate names localhost).
+    let b = EtcdBackend::connect(&format!("{good}&tls_domain=localhost"))
+        .await
+        .unwrap();
+    assert!(b.try_acquire(&spec("y")).await.unwrap().is_some());
+
+    // No client certificate: the server refuses, a Connect error, fast.
+    let t = Instant::now();
+    let e = EtcdBackend::connect(&format!(
+        "etcds://{ep}/tls?ca_file={}&connect_timeout=3s",
+        f(&pki, "ca.pem")
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    eprintln!("no client certificate: {e}");
+
+    // A CA that did not sign the server: the client refuses, Connect error.
+    let e = EtcdBackend::connect(&format!(
+        "etcds://{ep}/tls?ca_file={}&cert_file={}&key_file={}&connect_timeout=3s",
+        f(&other, "ca.pem"),
+        f(&pki, "client.pem"),
+        f(&pki, "client.key")
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    eprintln!("wrong CA: {e}");
+
+    // Plain etcd:// to a TLS-only server: an error, not a hang.
+    let t = Instant::now();
+    let r = EtcdBackend::connect(&format!("etcd://{ep}/tls?connect_timeout=3s")).await;
+    assert!(r.is_err());
+    assert!(t.elapsed() < Duration::from_secs(5));
 }
