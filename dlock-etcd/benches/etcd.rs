@@ -153,6 +153,7 @@ async fn run() {
     .await
     .unwrap();
     let _ = c.lease_revoke(session).await;
+    let _ = c.delete(key.as_str(), None).await;
 
     let mut rows = vec![put];
     rows.push(acq_rel);

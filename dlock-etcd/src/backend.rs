@@ -226,7 +226,7 @@ impl LockBackend for EtcdBackend {
         }
         let handle = Handle {
             lease_id,
-            acquired_by: answered - sent,
+            acquired_by: answered.saturating_duration_since(sent),
         };
         Ok(Some(Lease {
             name: spec.name.clone(),

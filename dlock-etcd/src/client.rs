@@ -243,6 +243,11 @@ impl Inner {
 /// refused connections), authenticates, and probes the minimum lease TTL.
 pub(crate) async fn connect(config: EtcdConfig) -> Result<Inner> {
     let target = config.target();
+    if config.endpoints.is_empty() {
+        return Err(Error::InvalidConfig(
+            "the etcd configuration names no endpoint".into(),
+        ));
+    }
     let opts = connect_options(&config)?;
     let first = probe_tcp(&config).await?;
     let after = config.connect_timeout;
