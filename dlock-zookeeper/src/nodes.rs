@@ -60,9 +60,16 @@ pub struct Contender {
 }
 
 /// Parses `n-<id>-<seq>`; anything else (the marker, foreign nodes) is `None`.
+///
+/// `<id>` never contains `-` (32 hex digits); `<seq>` is what the server
+/// appended: `%010d` of the parent's 32-bit `cversion`, which is negative
+/// (`-2147483648`) once the counter has wrapped.
 pub fn parse_contender(child: &str) -> Option<Contender> {
     let rest = child.strip_prefix(NODE_PREFIX)?;
-    let (id, seq) = rest.rsplit_once('-')?;
+    let (id, seq) = rest.split_once('-')?;
+    if id.is_empty() {
+        return None;
+    }
     let seq: i64 = seq.parse().ok()?;
     Some(Contender {
         name: child.to_string(),
@@ -71,10 +78,20 @@ pub fn parse_contender(child: &str) -> Option<Contender> {
     })
 }
 
-/// The contenders among `children`, lowest sequence first.
+/// Order of two sequence numbers in serial-number arithmetic modulo 2^32
+/// (RFC 1982): correct across the server's counter wrap-around as long as
+/// the nodes compared were created fewer than 2^31 sequence steps apart.
+pub fn seq_distance(from: i64, to: i64) -> i32 {
+    (to as u32).wrapping_sub(from as u32) as i32
+}
+
+/// The contenders among `children`, first in line first (wrap-safe).
 pub fn contenders(children: &[String]) -> Vec<Contender> {
     let mut v: Vec<Contender> = children.iter().filter_map(|c| parse_contender(c)).collect();
-    v.sort_by_key(|c| c.seq);
+    if let Some(pivot) = v.first().map(|c| c.seq) {
+        // Distances from any member are a total order within the window.
+        v.sort_by_key(|c| seq_distance(pivot, c.seq));
+    }
     v
 }
 
@@ -201,17 +218,41 @@ mod tests {
             "n-abc-0000000010",
             "hold",
             "n-def-0000000002",
-            "n-x-y-0000000005",
+            "n-fff-0000000005",
             "n-bad-xx",
-            "n-ggg-2147483648000",
+            "n--0000000001",
+            "x-abc-0000000001",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         let c = contenders(&kids);
         let seqs: Vec<i64> = c.iter().map(|c| c.seq).collect();
-        assert_eq!(seqs, [2, 5, 10, 2_147_483_648_000]);
-        assert_eq!(c[1].id, "x-y");
+        assert_eq!(seqs, [2, 5, 10]);
+        assert_eq!(c[1].id, "fff");
+    }
+
+    #[test]
+    fn order_survives_the_counter_wrap() {
+        // The server formats the wrapped 32-bit counter with %010d.
+        let kids: Vec<String> = [
+            "n-c--2147483647",
+            "n-a-2147483646",
+            "n-d--2147483646",
+            "n-b-2147483647",
+            "n-e--000000005",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for rot in 0..kids.len() {
+            let mut k = kids.clone();
+            k.rotate_left(rot);
+            let ids: Vec<String> = contenders(&k).into_iter().map(|c| c.id).collect();
+            assert_eq!(ids, ["a", "b", "c", "d", "e"], "rotation {rot}");
+        }
+        assert!(seq_distance(2_147_483_647, -2_147_483_648) == 1);
+        assert!(seq_distance(-5, 3) == 8);
     }
 
     #[test]

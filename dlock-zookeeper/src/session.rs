@@ -501,10 +501,11 @@ impl Session {
     pub(crate) fn take_ticket(&self, dir: &str) -> Option<Ticket> {
         let mut t = lock(&self.tickets);
         let v = t.get_mut(dir)?;
+        let pivot = v.first()?.seq;
         let i = v
             .iter()
             .enumerate()
-            .min_by_key(|(_, x)| x.seq)
+            .min_by_key(|(_, x)| crate::nodes::seq_distance(pivot, x.seq))
             .map(|(i, _)| i)?;
         let ticket = v.swap_remove(i);
         if v.is_empty() {

@@ -64,12 +64,13 @@ enum Place {
 
 fn place(children: &[String], seq: i64) -> Place {
     let queue = contenders(children);
-    if !queue.iter().any(|c| c.seq == seq) {
-        return Place::Gone;
-    }
-    match queue.iter().rev().find(|c| c.seq < seq) {
-        Some(pred) => Place::Behind(pred.name.clone()),
-        None => Place::Lowest,
+    match queue.iter().position(|c| c.seq == seq) {
+        Some(0) => Place::Lowest,
+        Some(i) => match queue.get(i - 1) {
+            Some(pred) => Place::Behind(pred.name.clone()),
+            None => Place::Gone,
+        },
+        None => Place::Gone,
     }
 }
 

@@ -97,9 +97,10 @@ async fn restart_hard() {
     .unwrap();
 }
 
-/// The holder process of `paused_holder_loses_its_lock` (does nothing when
-/// run as an ordinary test).
+/// The holder process of `paused_holder_loses_its_lock`, which starts this
+/// binary with `--ignored --exact child_holder`; ignored in ordinary runs.
 #[tokio::test]
+#[ignore = "a child-process role, started by paused_holder_loses_its_lock"]
 async fn child_holder() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
@@ -131,7 +132,13 @@ async fn paused_holder_loses_its_lock() {
     let name = "paused";
     let me = std::env::current_exe().unwrap();
     let mut child = tokio::process::Command::new(me)
-        .args(["child_holder", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "child_holder",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, format!("{}|{name}", url(&root)))
         .stdout(Stdio::piped())
         .kill_on_drop(true)
