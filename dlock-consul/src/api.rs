@@ -240,7 +240,7 @@ impl Http {
             query.push(("index", &index_s));
             query.push(("wait", &wait_s));
             // Consul adds up to wait/16 of jitter to a blocking query.
-            extra = wait + wait / 16;
+            extra = wait.saturating_add(wait / 16);
         }
         let reply = self
             .send(op, Method::GET, &path, &query, None, extra)

@@ -255,7 +255,7 @@ impl LockBackend for ConsulBackend {
                     at_least: spec.at_least,
                     handle: Handle {
                         session,
-                        rtt: answered - sent,
+                        rtt: answered.saturating_duration_since(sent),
                         id,
                     }
                     .encode(),
@@ -311,11 +311,14 @@ impl LockBackend for ConsulBackend {
         let handle = Handle::of(lease)?;
         let key = self.key_for(&lease.name);
         // The coordinator took the lock no later than acquired_at + rtt.
-        let hold_until = lease.acquired_at + handle.rtt + lease.at_least;
-        let remaining = if lease.at_least.is_zero() {
-            Duration::ZERO
-        } else {
-            hold_until.saturating_duration_since(Instant::now())
+        // (A lease too long to represent counts as the longest TTL.)
+        let hold_until = lease
+            .acquired_at
+            .checked_add(handle.rtt.saturating_add(lease.at_least));
+        let remaining = match hold_until {
+            _ if lease.at_least.is_zero() => Duration::ZERO,
+            Some(t) => t.saturating_duration_since(Instant::now()),
+            None => MAX_TTL,
         };
         if remaining.is_zero() {
             let ops = [
@@ -339,7 +342,7 @@ impl LockBackend for ConsulBackend {
         // long, by its own clock, even if this process exits now (and at
         // most 2 x max(10 s, rest), its minimum TTL being 10 s).
         let margin = remaining / 100 + Duration::from_millis(2);
-        let ttl = (remaining + margin).clamp(MIN_TTL, MAX_TTL);
+        let ttl = remaining.saturating_add(margin).clamp(MIN_TTL, MAX_TTL);
         let holder = Holder::new(&lease.name, &lease.owner, &lease.id, Some(lease.token.0));
         let Some(session) = self
             .move_to_new_session("release", &key, &handle.session, ttl, &holder)
@@ -349,9 +352,9 @@ impl LockBackend for ConsulBackend {
         };
         // While this process runs, end that session right when at_least is
         // over, so the lock does not stay taken for the rest of the TTL.
-        let free_at = hold_until + margin;
+        let free_at = hold_until.and_then(|t| t.checked_add(margin));
         let http = self.http.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        if let (Ok(rt), Some(free_at)) = (tokio::runtime::Handle::try_current(), free_at) {
             rt.spawn(async move {
                 tokio::time::sleep_until(free_at.into()).await;
                 if let Err(e) = http.destroy_session(&session).await {

@@ -277,9 +277,9 @@ fn parse_duration(key: &str, v: &str) -> Result<Duration> {
             "{key}={v:?} is not a duration like 5s or 250ms: {e}"
         ))
     })?;
-    if d.is_zero() {
+    if d.is_zero() || d > Duration::from_secs(3600) {
         return Err(Error::InvalidConfig(format!(
-            "{key} must be greater than zero"
+            "{key} must be greater than zero and at most 1h, got {v:?}"
         )));
     }
     Ok(d)
@@ -337,6 +337,7 @@ mod tests {
             ("consul://u:SECRET@h/a", "user info"),
             ("consul://h/a?request_timeout=soon&token=SECRET", "duration"),
             ("consul://h/a?request_timeout=0s", "greater than zero"),
+            ("consul://h/a?connect_timeout=2h", "at most 1h"),
             ("consul://h/a?watch_loss=maybe", "true or false"),
             ("consul://h/a?ca_file=/x.pem", "consul+https"),
             (

@@ -145,7 +145,7 @@ impl Http {
             url.push('?');
             url.push_str(&q);
         }
-        let deadline = self.request_timeout + extra_time;
+        let deadline = self.request_timeout.saturating_add(extra_time);
         let mut req = self.client.request(method, &url).timeout(deadline);
         if let Some(b) = body {
             req = req

@@ -14,20 +14,24 @@ const MAX_BLOCK: Duration = Duration::from_secs(300);
 /// A blocking query that comes back sooner than this without a change is
 /// followed by a short pause, so a misbehaving agent never causes a tight loop.
 const MIN_ROUND: Duration = Duration::from_millis(50);
+/// A guard's loss watch starts this long after the acquire: the key was
+/// just taken, and short holds then need no watch at all.
+const WATCH_DELAY: Duration = Duration::from_millis(500);
 
 impl ConsulBackend {
     /// Returns once the key of `name` is free (absent or not held by a
     /// session) or after `max_wait`, woken by Consul rather than by polling.
     pub(crate) async fn wait_until_free(&self, name: &LockName, max_wait: Duration) -> Result<()> {
         let key = self.key_for(name);
-        let deadline = Instant::now() + max_wait;
+        // `None`: a wait too long to represent, i.e. without a deadline.
+        let deadline = Instant::now().checked_add(max_wait);
         let mut index = 0u64;
         loop {
             let started = Instant::now();
-            if started >= deadline {
+            let left = deadline.map_or(MAX_BLOCK, |d| d.saturating_duration_since(started));
+            if left.is_zero() {
                 return Ok(());
             }
-            let left = deadline - started;
             // The first read is consistent; later ones block on the index.
             let block = (index > 0).then(|| (index, left.min(MAX_BLOCK)));
             let (entry, new_index) = self
@@ -41,8 +45,7 @@ impl ConsulBackend {
             // An index that goes backwards (a restored snapshot) restarts the watch.
             index = if new_index < index { 0 } else { new_index };
             if (unchanged || index == 0) && started.elapsed() < MIN_ROUND {
-                let pause =
-                    jittered(MIN_ROUND * 2).min(deadline.saturating_duration_since(Instant::now()));
+                let pause = jittered(MIN_ROUND * 2).min(left);
                 tokio::time::sleep(pause).await;
             }
         }
@@ -72,6 +75,8 @@ impl ConsulBackend {
             }
         };
         async move {
+            // A guard released within this never costs the agent a watch.
+            tokio::time::sleep(WATCH_DELAY).await;
             let mut index = 0u64;
             let mut backoff = Duration::from_millis(250);
             loop {

@@ -145,3 +145,34 @@ async fn foreign_lease_handles_are_rejected() {
     assert!(b.inspect(&real.name).await.unwrap().is_some());
     b.release(&real).await.unwrap();
 }
+
+/// Extreme durations from direct backend calls never panic.
+#[tokio::test]
+async fn extreme_durations_do_not_panic() {
+    let (url, _) = consul_url();
+    let b = ConsulBackend::connect(&url).await.unwrap();
+    let name = LockName::new("extreme").unwrap();
+    // Free: returns at once, even with an endless wait.
+    tokio::time::timeout(Duration::from_secs(5), b.wait_for_release(&name, Duration::MAX))
+        .await
+        .expect("a free lock's wait returns at once")
+        .unwrap();
+    let mut lease = b
+        .try_acquire(&spec("extreme", Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    // Held: an endless wait just waits.
+    let r = tokio::time::timeout(
+        Duration::from_millis(500),
+        b.wait_for_release(&name, Duration::MAX),
+    )
+    .await;
+    assert!(r.is_err(), "returned although held: {r:?}");
+    // A lease claiming an absurd at_least is released without overflow
+    // (the rest is capped at the longest TTL).
+    lease.at_least = Duration::MAX;
+    b.release(&lease).await.unwrap();
+    assert!(b.inspect(&name).await.unwrap().is_some(), "kept by at_least");
+    assert!(b.force_release(&name).await.unwrap());
+}
