@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Here both nodes live in one process (so each needs its own locker:
-//! `locker = self.locker`) and the schedule fires every 2 seconds
+//! `locker = self.locker`) and the schedule fires every 4 seconds
 //! (`EMAIL_SCHEDULE` overrides it) for `EMAIL_FIRINGS` firings (default 3).
 
 use dlock::schedule::Schedule;
@@ -86,7 +86,7 @@ async fn node(mailer: Mailer, schedule: Schedule, firings: usize) -> dlock::Resu
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (url, scratch) = coordinator_url()?;
     let schedule: Schedule = std::env::var("EMAIL_SCHEDULE")
-        .unwrap_or_else(|_| "*/2 * * * * * in Europe/Berlin".into())
+        .unwrap_or_else(|_| "*/4 * * * * * in Europe/Berlin".into())
         .parse()?;
     let firings: usize = std::env::var("EMAIL_FIRINGS")
         .ok()

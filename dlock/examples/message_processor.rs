@@ -48,6 +48,11 @@ async fn consume(
     queue: Queue,
     store: Arc<Mutex<Store>>,
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    // 2 s, or the shortest lease this coordinator honours (Consul: 10 s).
+    let lease = locker
+        .backend()
+        .capabilities()
+        .test_lease(Duration::from_secs(2));
     let mut handled = 0;
     loop {
         if queue.lock().map_err(|_| "queue poisoned")?.is_empty() {
@@ -56,7 +61,7 @@ async fn consume(
         // Wait a little for the current consumer to let go.
         let Some(guard) = locker
             .acquire("orders-consumer")
-            .lock_for(Duration::from_secs(2))
+            .lock_for(lease)
             .wait(Duration::from_millis(500))
             .lock()
             .await?

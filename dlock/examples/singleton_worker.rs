@@ -2,7 +2,8 @@
 //! the `singleton-worker` lock; one works, the other waits. The example kills
 //! the active one with SIGKILL (no release, no goodbye); the standby takes
 //! over once the dead worker's 2 s lease has run out, with a greater
-//! fencing token.
+//! fencing token. (On a coordinator with a longer shortest lease, such as
+//! Consul's 10 s, the lease and the takeover are that much longer.)
 //!
 //! ```sh
 //! cargo run --example singleton_worker               # SQLite file in a temp dir
@@ -23,13 +24,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A worker process: wait for the lock, then work until it is lost.
 async fn worker(name: String, url: String) -> Result<(), BoxError> {
     let locker = dlock::connect(&url).await?.with_owner(name.clone())?;
-    // Safety net for the example: a worker never outlives 40 s.
-    let give_up = Instant::now() + Duration::from_secs(40);
+    let lease = lease_for(&locker);
+    // Safety net for the example: a worker never outlives its supervisor by long.
+    let give_up = Instant::now() + Duration::from_secs(40) + lease * 4;
     while Instant::now() < give_up {
         println!("{name}: standing by");
         let Some(guard) = locker
             .acquire("singleton-worker")
-            .lock_for(Duration::from_secs(2)) // kept alive every ~0.7 s
+            .lock_for(lease) // kept alive every third of it
             .wait(Duration::from_secs(20))
             .lock()
             .await?
@@ -51,6 +53,14 @@ async fn worker(name: String, url: String) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// 2 s, or the shortest lease the coordinator honours.
+fn lease_for(locker: &dlock::Locker) -> Duration {
+    locker
+        .backend()
+        .capabilities()
+        .test_lease(Duration::from_secs(2))
 }
 
 fn spawn_worker(
@@ -109,6 +119,8 @@ async fn supervise() -> Result<(), BoxError> {
     std::fs::create_dir_all(&scratch)?;
     let url = std::env::var("DLOCK_URL")
         .unwrap_or_else(|_| format!("sqlite://{}", scratch.join("locks.db").display()));
+    let caps = dlock::connect(&url).await?.backend().capabilities();
+    let lease = caps.test_lease(Duration::from_secs(2));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut a = spawn_worker("worker-a", &url, tx.clone())?;
     let mut b = spawn_worker("worker-b", &url, tx)?;
@@ -122,9 +134,13 @@ async fn supervise() -> Result<(), BoxError> {
     };
     victim.kill().await?; // SIGKILL: no release
     let killed = Instant::now();
-    println!("supervisor: killed {active} with SIGKILL; its lease runs out within 2 s");
+    println!(
+        "supervisor: killed {active} with SIGKILL; its lease runs out within {}",
+        humantime_secs(lease)
+    );
 
-    let (next, next_token) = until_active(&mut rx, Duration::from_secs(15)).await?;
+    let takeover = lease * 3 + caps.expiry_slack + Duration::from_secs(10);
+    let (next, next_token) = until_active(&mut rx, takeover).await?;
     println!(
         "supervisor: {next} took over {:.1} s after the kill, token {first_token} -> {next_token}",
         killed.elapsed().as_secs_f64()
@@ -137,6 +153,10 @@ async fn supervise() -> Result<(), BoxError> {
     }
     println!("the standby took over after its holder died");
     Ok(())
+}
+
+fn humantime_secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
 }
 
 #[tokio::main]
