@@ -21,8 +21,17 @@ async fn first_reason(mut rx: watch::Receiver<Option<String>>) -> String {
     }
 }
 
+/// `reason`, unless the deletion is the lease's own release (or the lease
+/// is already gone for a reason its own or the session's signal reports).
+async fn unless_released(weak: &Weak<Session>, path: &str, id: &str, reason: String) -> String {
+    match weak.upgrade() {
+        Some(s) if s.deletion_is_loss(path, id) => reason,
+        _ => futures::future::pending().await,
+    }
+}
+
 /// Completes when the node is deleted or replaced; re-arms after data changes.
-async fn node_gone(weak: Weak<Session>, path: String, czxid: u64) -> String {
+async fn node_gone(weak: Weak<Session>, path: String, id: String, czxid: u64) -> String {
     let mut backoff = Duration::from_millis(50);
     loop {
         let Some(s) = weak.upgrade() else {
@@ -37,21 +46,24 @@ async fn node_gone(weak: Weak<Session>, path: String, czxid: u64) -> String {
         drop(client);
         match r {
             Ok(Ok((None, _))) => {
-                return format!(
-                "the lock node {path} is gone: an operator force-released it or the session ended"
-            )
+                let why = format!(
+                    "the lock node {path} is gone: an operator force-released it or the session ended"
+                );
+                return unless_released(&weak, &path, &id, why).await;
             }
             Ok(Ok((Some(stat), w))) => {
                 if u64::try_from(stat.czxid).ok() != Some(czxid) {
-                    return format!("the lock node {path} was replaced by another");
+                    let why = format!("the lock node {path} was replaced by another");
+                    return unless_released(&weak, &path, &id, why).await;
                 }
                 backoff = Duration::from_millis(50);
                 let ev = w.changed().await;
                 match ev.event_type {
                     zk::EventType::NodeDeleted => {
-                        return format!(
+                        let why = format!(
                             "the lock node {path} was deleted by someone else (force_release?)"
-                        )
+                        );
+                        return unless_released(&weak, &path, &id, why).await;
                     }
                     // Terminal session states are reported by the session signal.
                     zk::EventType::Session => return futures::future::pending().await,
@@ -85,12 +97,13 @@ pub(crate) fn signal(
     };
     let weak = Arc::downgrade(session);
     let path = path.to_string();
+    let id = id.to_string();
     async move {
         tokio::select! {
             biased;
             r = first_reason(own) => r,
             r = first_reason(dead) => r,
-            r = node_gone(weak, path, czxid) => r,
+            r = node_gone(weak, path, id, czxid) => r,
         }
     }
     .boxed()

@@ -114,6 +114,8 @@ pub(crate) async fn release(current: Option<Arc<Session>>, lease: &Lease) -> Res
     let (session, path, view) = locate(current, lease)?;
     let client = session.client()?;
     let paths = LockPaths::new(&session.cfg.root, &lease.name);
+    // The guard's watch will see the node vanish: that is this release.
+    session.begin_release(&path, &lease.id);
     for attempt in 0..2 {
         let sent = Instant::now();
         let remaining = remaining_at_least(lease.at_least, view.acquired_recv);

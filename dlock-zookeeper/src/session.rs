@@ -43,6 +43,8 @@ pub(crate) struct LeaseEntry {
     /// Local validity end; the node is deleted when it passes.
     pub deadline: Instant,
     pub lost: watch::Sender<Option<String>>,
+    /// A release was sent: the node's deletion is ours, not a loss.
+    releasing: bool,
     timer: Option<JoinHandle<()>>,
 }
 
@@ -379,6 +381,7 @@ impl Session {
             acquired_recv,
             deadline,
             lost,
+            releasing: false,
             timer: None,
         };
         // Insert first: the timer looks the entry up as soon as it runs.
@@ -426,6 +429,22 @@ impl Session {
             }
             _ => false,
         }
+    }
+
+    /// Marks the lease as being released, before the release is sent.
+    pub(crate) fn begin_release(&self, path: &str, id: &str) {
+        if let Some(e) = lock(&self.leases).get_mut(path).filter(|e| e.id == id) {
+            e.releasing = true;
+        }
+    }
+
+    /// Whether a deletion of `path` means the lease was lost: false once
+    /// its own release was sent, or once it is no longer registered (then
+    /// its own signal, or the session's, has the reason).
+    pub(crate) fn deletion_is_loss(&self, path: &str, id: &str) -> bool {
+        lock(&self.leases)
+            .get(path)
+            .is_some_and(|e| e.id == id && !e.releasing)
     }
 
     /// Forgets a lease after its release (or after learning it is gone).
