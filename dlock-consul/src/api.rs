@@ -86,6 +86,34 @@ struct SessionId {
     id: String,
 }
 
+/// A session not yet handed out with a lease. Dropping it (an error path, or
+/// the caller's future cancelled mid-acquire) destroys it in the background,
+/// which also deletes the lock key if the session got to hold it.
+pub(crate) struct PendingSession {
+    http: Http,
+    id: Option<String>,
+}
+
+impl PendingSession {
+    /// The session id.
+    pub fn id(&self) -> &str {
+        self.id.as_deref().unwrap_or_default()
+    }
+
+    /// Hands the session out: it is no longer destroyed on drop.
+    pub fn keep(mut self) -> String {
+        self.id.take().unwrap_or_default()
+    }
+}
+
+impl Drop for PendingSession {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.http.destroy_session_later(id);
+        }
+    }
+}
+
 /// A Consul duration string for `d`, in whole milliseconds rounded up.
 pub(crate) fn go_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
@@ -185,6 +213,21 @@ impl Http {
                 }
             });
         }
+    }
+
+    /// Like [`Http::create_session`], wrapped so that the session is
+    /// destroyed if it is dropped before [`PendingSession::keep`]: a failed
+    /// or cancelled acquire leaves nothing behind.
+    pub async fn create_pending_session(
+        &self,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<PendingSession> {
+        let id = self.create_session(name, ttl).await?;
+        Ok(PendingSession {
+            http: self.clone(),
+            id: Some(id),
+        })
     }
 
     /// `PUT /v1/txn`: runs `ops` atomically.

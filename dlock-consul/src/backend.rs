@@ -110,8 +110,7 @@ impl ConsulBackend {
     }
 
     /// Moves `key` from session `old` to a fresh session with `ttl`, writing
-    /// `holder` as its value, in one transaction. `Ok(None)` when `old` no
-    /// longer holds the key (nothing changed then).
+    /// `holder` as its value, in one transaction.
     async fn move_to_new_session(
         &self,
         op: &'static str,
@@ -119,7 +118,7 @@ impl ConsulBackend {
         old: &str,
         ttl: Duration,
         holder: &Holder,
-    ) -> Result<Option<String>> {
+    ) -> Result<Moved> {
         let value = holder.to_base64()?;
         let new = self
             .http
@@ -133,22 +132,30 @@ impl ConsulBackend {
         match self.http.txn(op, &ops).await {
             Ok(TxnOutcome::Committed(_)) => {
                 self.http.destroy_session_later(old.to_owned());
-                Ok(Some(new))
+                Ok(Moved::To(new))
             }
             Ok(TxnOutcome::RolledBack(errors)) => {
                 self.http.destroy_session_later(new);
                 if errors.iter().any(|e| e.op_index == 0) {
-                    Ok(None)
+                    Ok(Moved::NotOurs)
                 } else {
                     Err(txn_refused(op, &errors))
                 }
             }
-            Err(e) => {
-                self.http.destroy_session_later(new);
-                Err(e)
-            }
+            Err(e) => Ok(Moved::Unknown { new, error: e }),
         }
     }
+}
+
+/// What became of a move to a new session.
+enum Moved {
+    /// The key is held by this new session now.
+    To(String),
+    /// The old session no longer held the key; nothing changed.
+    NotOurs,
+    /// The transaction's answer was lost: the key is held by the old
+    /// session or by `new`, and nobody knows which.
+    Unknown { new: String, error: Error },
 }
 
 /// Turns an error met while connecting into [`Error::Connect`].
@@ -216,27 +223,21 @@ impl LockBackend for ConsulBackend {
         let value = Holder::new(&spec.name, &spec.owner, &id, None).to_base64()?;
         // The session's TTL starts when Consul creates it, after this instant.
         let sent = Instant::now();
+        // Until it is handed out with a lease, every way out of this function
+        // (errors, a held lock, cancellation) destroys the session.
         let session = self
             .http
-            .create_session(&Self::session_name(&spec.owner), spec.at_most)
+            .create_pending_session(&Self::session_name(&spec.owner), spec.at_most)
             .await?;
-        let outcome = match self
+        let outcome = self
             .http
-            .txn(OP, &[kv_op("lock", &key, Some(&session), Some(&value))])
-            .await
-        {
-            Ok(o) => o,
-            Err(e) => {
-                self.http.destroy_session_later(session);
-                return Err(e);
-            }
-        };
+            .txn(OP, &[kv_op("lock", &key, Some(session.id()), Some(&value))])
+            .await?;
         let answered = Instant::now();
         match outcome {
             TxnOutcome::Committed(entries) => {
                 let Some(token) = entries.first().map(|e| e.modify_index).filter(|i| *i > 0) else {
                     // Held but without a token: give it back at once.
-                    self.http.destroy_session_later(session);
                     return Err(Error::backend_msg(
                         KIND,
                         OP,
@@ -254,7 +255,7 @@ impl LockBackend for ConsulBackend {
                     at_most: spec.at_most,
                     at_least: spec.at_least,
                     handle: Handle {
-                        session,
+                        session: session.keep(),
                         rtt: answered.saturating_duration_since(sent),
                         id,
                     }
@@ -262,7 +263,6 @@ impl LockBackend for ConsulBackend {
                 }))
             }
             TxnOutcome::RolledBack(errors) => {
-                self.http.destroy_session_later(session);
                 if errors.iter().any(|e| e.what.contains("already held")) {
                     Ok(None)
                 } else {
@@ -294,13 +294,27 @@ impl LockBackend for ConsulBackend {
             }
         } else {
             let holder = Holder::new(&lease.name, &lease.owner, &lease.id, Some(lease.token.0));
-            let Some(session) = self
+            match self
                 .move_to_new_session("extend", &key, &handle.session, lock_for, &holder)
                 .await?
-            else {
-                return Err(Error::lost(&lease.name, LOST_KEY));
-            };
-            new.handle = Handle { session, ..handle }.encode();
+            {
+                Moved::To(session) => new.handle = Handle { session, ..handle }.encode(),
+                Moved::NotOurs => return Err(Error::lost(&lease.name, LOST_KEY)),
+                Moved::Unknown { new, error } => {
+                    // The key may now sit in a session shorter than this
+                    // lease's validity: never let the caller go on believing
+                    // the old one. Give the lock up.
+                    self.http.destroy_session_later(new);
+                    self.http.destroy_session_later(handle.session);
+                    return Err(Error::lost(
+                        &lease.name,
+                        format!(
+                            "moving the lock to a session of {lock_for:?} failed with an unknown \
+                             outcome ({error}); the lease was given up"
+                        ),
+                    ));
+                }
+            }
         }
         new.valid_until = local_valid_until(sent, lock_for);
         new.at_most = lock_for;
@@ -344,11 +358,18 @@ impl LockBackend for ConsulBackend {
         let margin = remaining / 100 + Duration::from_millis(2);
         let ttl = remaining.saturating_add(margin).clamp(MIN_TTL, MAX_TTL);
         let holder = Holder::new(&lease.name, &lease.owner, &lease.id, Some(lease.token.0));
-        let Some(session) = self
+        let session = match self
             .move_to_new_session("release", &key, &handle.session, ttl, &holder)
             .await?
-        else {
-            return Err(Error::lost(&lease.name, format!("at release, {LOST_KEY}")));
+        {
+            Moved::To(session) => session,
+            Moved::NotOurs => {
+                return Err(Error::lost(&lease.name, format!("at release, {LOST_KEY}")))
+            }
+            // Either session keeps the key at least until acquired +
+            // at_least (the old one's TTL is at_most >= at_least), so leave
+            // both to their TTLs.
+            Moved::Unknown { error, .. } => return Err(error),
         };
         // While this process runs, end that session right when at_least is
         // over, so the lock does not stay taken for the rest of the TTL.

@@ -153,10 +153,13 @@ async fn extreme_durations_do_not_panic() {
     let b = ConsulBackend::connect(&url).await.unwrap();
     let name = LockName::new("extreme").unwrap();
     // Free: returns at once, even with an endless wait.
-    tokio::time::timeout(Duration::from_secs(5), b.wait_for_release(&name, Duration::MAX))
-        .await
-        .expect("a free lock's wait returns at once")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        b.wait_for_release(&name, Duration::MAX),
+    )
+    .await
+    .expect("a free lock's wait returns at once")
+    .unwrap();
     let mut lease = b
         .try_acquire(&spec("extreme", Duration::from_secs(10)))
         .await
@@ -173,6 +176,46 @@ async fn extreme_durations_do_not_panic() {
     // (the rest is capped at the longest TTL).
     lease.at_least = Duration::MAX;
     b.release(&lease).await.unwrap();
-    assert!(b.inspect(&name).await.unwrap().is_some(), "kept by at_least");
+    assert!(
+        b.inspect(&name).await.unwrap().is_some(),
+        "kept by at_least"
+    );
     assert!(b.force_release(&name).await.unwrap());
+}
+
+/// An acquire cancelled at any point (here: by a short timeout) never leaves
+/// the lock taken by a session nobody knows about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_acquires_leave_nothing_behind() {
+    let (url, _) = consul_url();
+    let b = ConsulBackend::connect(&url).await.unwrap();
+    let s = spec("cancelled", Duration::from_secs(60));
+    let mut cancelled = 0;
+    for i in 0..60u64 {
+        let cut = Duration::from_micros(100 + i * 97);
+        match tokio::time::timeout(cut, b.try_acquire(&s)).await {
+            Err(_) => cancelled += 1,
+            Ok(r) => {
+                if let Some(lease) = r.unwrap() {
+                    b.release(&lease).await.unwrap();
+                }
+            }
+        }
+    }
+    assert!(
+        cancelled > 10,
+        "only {cancelled} of 60 acquires were cancelled"
+    );
+    let t0 = Instant::now();
+    loop {
+        if let Some(lease) = b.try_acquire(&s).await.unwrap() {
+            b.release(&lease).await.unwrap();
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "a cancelled acquire left the lock taken"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
