@@ -46,7 +46,7 @@ async fn metrics_and_spans_fire() {
 
     // acquired + wait, kept alive (extend), released (hold).
     let g = a
-        .try_lock("obs", Duration::from_millis(300))
+        .try_lock("obs", Duration::from_millis(900))
         .await
         .unwrap()
         .unwrap();
@@ -56,7 +56,7 @@ async fn metrics_and_spans_fire() {
         .await
         .unwrap()
         .is_none());
-    tokio::time::sleep(Duration::from_millis(450)).await; // >= one keep-alive
+    tokio::time::sleep(Duration::from_millis(700)).await; // >= one keep-alive (every 300 ms)
     g.release().await.unwrap();
 
     // lost + extend failure: the lease is freed under a guard, whose next

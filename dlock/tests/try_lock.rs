@@ -7,6 +7,7 @@ use dlock::Locker;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("locks.db").display())
@@ -16,14 +17,27 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Signals `started` once it runs, then holds the lock until `hold` fires.
 #[dlock::try_lock(name = name, lock_for = "10s", locker = locker)]
-async fn basic(locker: &Locker, name: &str, hold: Duration, runs: Arc<AtomicUsize>) -> usize {
+async fn basic(
+    locker: &Locker,
+    name: &str,
+    runs: Arc<AtomicUsize>,
+    started: Option<oneshot::Sender<()>>,
+    hold: Option<oneshot::Receiver<()>>,
+) -> usize {
     runs.fetch_add(1, Ordering::SeqCst);
-    tokio::time::sleep(hold).await;
+    if let Some(tx) = started {
+        let _ = tx.send(());
+    }
+    if let Some(rx) = hold {
+        let _ = rx.await;
+    }
     42
 }
 
-/// Two concurrent calls on two nodes: one runs, the other is skipped.
+/// Two calls on two nodes while the first runs: one runs, the other is
+/// skipped. Ordered by signals, not sleeps.
 async fn one_runs_other_skips(url: &str) {
     let a = dlock::connect(url)
         .await
@@ -38,11 +52,15 @@ async fn one_runs_other_skips(url: &str) {
     let runs = Arc::new(AtomicUsize::new(0));
     // A fresh name per run: runs on a shared server never see each other.
     let name = unique("macro-basic");
+    let (started_tx, started_rx) = oneshot::channel();
+    let (hold_tx, hold_rx) = oneshot::channel();
     let (ra, rb) = tokio::join!(
-        basic(&a, &name, Duration::from_millis(800), runs.clone()),
+        basic(&a, &name, runs.clone(), Some(started_tx), Some(hold_rx)),
         async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            basic(&b, &name, Duration::ZERO, runs.clone()).await
+            started_rx.await.unwrap();
+            let r = basic(&b, &name, runs.clone(), None, None).await;
+            hold_tx.send(()).unwrap();
+            r
         }
     );
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
@@ -50,9 +68,7 @@ async fn one_runs_other_skips(url: &str) {
     assert_eq!((ra, rb), (Some(42), None));
     // Released afterwards (no at_least): the next call runs.
     assert_eq!(
-        basic(&b, &name, Duration::ZERO, runs.clone())
-            .await
-            .unwrap(),
+        basic(&b, &name, runs.clone(), None, None).await.unwrap(),
         Some(42)
     );
 }
