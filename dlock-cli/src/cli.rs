@@ -85,7 +85,8 @@ Examples:
 
 ",
     "Exit codes of `dlock run`:
-  N    the command's own exit code (128+S when it was killed by signal S)
+  N    the command's own exit code (128+S when it was killed by signal S, or
+       when dlock got signal S while still waiting for the lock)
   64   bad command line
   69   the lock could not be taken (coordinator unreachable, bad URL or name);
        the command did not run
