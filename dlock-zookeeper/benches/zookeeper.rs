@@ -85,25 +85,20 @@ fn main() {
         let locker = Locker::from_arc(backend.clone() as Arc<dyn LockBackend>)
             .with_owner("bench")
             .unwrap();
-        let guard_level = sample(
-            "Locker try_lock + release (guard, loss watch)",
-            warm,
-            n,
-            |_| {
-                let l = locker.clone();
-                async move {
-                    let g = l
-                        .acquire("bench-locker")
-                        .lock_for(Duration::from_secs(30))
-                        .keep_alive(false)
-                        .try_lock()
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .ok_or("held")?;
-                    g.release().await.map_err(|e| e.to_string())
-                }
-            },
-        )
+        let guard_level = sample("Locker try_lock + release (guard)", warm, n, |_| {
+            let l = locker.clone();
+            async move {
+                let g = l
+                    .acquire("bench-locker")
+                    .lock_for(Duration::from_secs(30))
+                    .keep_alive(false)
+                    .try_lock()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("held")?;
+                g.release().await.map_err(|e| e.to_string())
+            }
+        })
         .await
         .unwrap();
 

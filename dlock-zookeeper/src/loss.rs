@@ -30,9 +30,15 @@ async fn unless_released(weak: &Weak<Session>, path: &str, id: &str, reason: Str
     }
 }
 
+/// How long after the grant the node watch is armed: short holds never pay
+/// for a watch and its removal, and a force release in the meantime is seen
+/// when it is armed (the node is already gone then).
+const ARM_AFTER: Duration = Duration::from_millis(100);
+
 /// Completes when the node is deleted or replaced; re-arms after data changes.
 async fn node_gone(weak: Weak<Session>, path: String, id: String, czxid: u64) -> String {
     let mut backoff = Duration::from_millis(50);
+    tokio::time::sleep(ARM_AFTER).await;
     loop {
         let Some(s) = weak.upgrade() else {
             return futures::future::pending().await;
