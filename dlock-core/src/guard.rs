@@ -102,7 +102,17 @@ impl GuardShared {
             let name = self.lease().name.clone();
             return Err(Error::lost(&name, r));
         }
-        let lease = self.lease().clone();
+        let lease = {
+            // If the new length is shorter than what is left, count on the
+            // shorter one from now on: should this call be cancelled after the
+            // coordinator applied it, the guard must not believe the longer.
+            let mut l = self.lease();
+            let shorter = crate::local_valid_until(Instant::now(), lock_for);
+            if shorter < l.valid_until {
+                l.valid_until = shorter;
+            }
+            l.clone()
+        };
         let span = tracing::debug_span!("dlock.extend", backend = self.backend.kind(), lock = %lease.name, token = lease.token.0);
         match self.backend.extend(&lease, lock_for).instrument(span).await {
             Ok(new) => {
