@@ -16,6 +16,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CHILD_ENV: &str = "DLOCK_ZK_FAULT_CHILD";
 
+/// The fault tests run one at a time even under libtest's parallel runner:
+/// a restart of the server would disturb the paused-holder test.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn locker(root: &str, owner: &str) -> Locker {
     let b = ZookeeperBackend::connect(&url(root)).await.unwrap();
     Locker::new(b).with_owner(owner).unwrap()
@@ -128,6 +132,7 @@ async fn child_holder() {
 
 #[tokio::test]
 async fn paused_holder_loses_its_lock() {
+    let _serial = SERIAL.lock().await;
     let root = unique_root("paused");
     let name = "paused";
     let me = std::env::current_exe().unwrap();
@@ -188,6 +193,7 @@ async fn paused_holder_loses_its_lock() {
 
 #[tokio::test]
 async fn zookeeper_killed_and_restarted_with_guards_held() {
+    let _serial = SERIAL.lock().await;
     let root = unique_root("restart");
     let a = locker(&root, "holder").await;
     let b = locker(&root, "other").await;
