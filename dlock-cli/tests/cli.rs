@@ -263,7 +263,8 @@ fn postgres_sigkilled_holder_frees_after_lease() {
 fn status_json_shows_holder_and_token(env: &Env) {
     let name = unique("cli-status");
     let token_file = env.path(&format!("{name}.token"));
-    let script = format!("echo $DLOCK_TOKEN > {}; sleep 30", token_file.display());
+    // `exec`: the SIGTERM forwarded by dlock ends the sleep itself, not only sh.
+    let script = format!("echo $DLOCK_TOKEN > {}; exec sleep 30", token_file.display());
     let mut holder = env
         .dlock()
         .args([
