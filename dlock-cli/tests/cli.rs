@@ -264,7 +264,10 @@ fn status_json_shows_holder_and_token(env: &Env) {
     let name = unique("cli-status");
     let token_file = env.path(&format!("{name}.token"));
     // `exec`: the SIGTERM forwarded by dlock ends the sleep itself, not only sh.
-    let script = format!("echo $DLOCK_TOKEN > {}; exec sleep 30", token_file.display());
+    let script = format!(
+        "echo $DLOCK_TOKEN > {}; exec sleep 30",
+        token_file.display()
+    );
     let mut holder = env
         .dlock()
         .args([
