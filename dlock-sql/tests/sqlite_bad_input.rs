@@ -16,14 +16,19 @@ async fn missing_directory_is_a_connect_error_naming_it() {
     let e = SqliteBackend::connect(&url).await.unwrap_err();
     assert!(matches!(e, Error::Connect { .. }), "{e:?}");
     let msg = e.to_string();
-    assert!(msg.contains("does not exist") && msg.contains("nope"), "{msg}");
+    assert!(
+        msg.contains("does not exist") && msg.contains("nope"),
+        "{msg}"
+    );
     assert!(!dir.path().join("nope").exists(), "nothing may be created");
 }
 
 #[tokio::test]
 async fn unwritable_directory_is_a_connect_error() {
     // Root ignores permission bits, so use a directory no one can create files in.
-    let e = SqliteBackend::connect("sqlite:///proc/dlock-test.db").await.unwrap_err();
+    let e = SqliteBackend::connect("sqlite:///proc/dlock-test.db")
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Connect { .. }), "{e:?}");
     assert!(e.to_string().contains("/proc/dlock-test.db"), "{e}");
 }
@@ -37,9 +42,18 @@ async fn malformed_urls_are_invalid_config() {
         (url_in(dir.path(), "x.db", "?table=bad-name"), "table name"),
         (url_in(dir.path(), "x.db", "?table=x%22;drop"), "table name"),
         (url_in(dir.path(), "x.db", "?pool_size=0"), "pool_size"),
-        (url_in(dir.path(), "x.db", "?connect_timeout=soon"), "connect_timeout"),
-        (url_in(dir.path(), "x.db", "?create_table=maybe"), "create_table"),
-        (url_in(dir.path(), "x.db", "?colour=blue"), "unknown sqlite URL option"),
+        (
+            url_in(dir.path(), "x.db", "?connect_timeout=soon"),
+            "connect_timeout",
+        ),
+        (
+            url_in(dir.path(), "x.db", "?create_table=maybe"),
+            "create_table",
+        ),
+        (
+            url_in(dir.path(), "x.db", "?colour=blue"),
+            "unknown sqlite URL option",
+        ),
         ("postgres-ish:x".to_string(), "not a sqlite"),
     ] {
         let e = SqliteBackend::connect(&url).await.unwrap_err();
@@ -53,7 +67,9 @@ async fn malformed_urls_are_invalid_config() {
 #[tokio::test]
 async fn table_with_wrong_columns_names_the_missing_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let plain = SqliteBackend::connect(&url_in(dir.path(), "x.db", "")).await.unwrap();
+    let plain = SqliteBackend::connect(&url_in(dir.path(), "x.db", ""))
+        .await
+        .unwrap();
     sqlx::query("CREATE TABLE old_locks (name TEXT PRIMARY KEY, owner TEXT, lock_until INTEGER)")
         .execute(plain.pool())
         .await
@@ -82,9 +98,13 @@ async fn table_with_wrong_columns_names_the_missing_ones() {
 #[tokio::test]
 async fn create_table_false_requires_the_table() {
     let dir = tempfile::tempdir().unwrap();
-    let e = SqliteBackend::connect(&url_in(dir.path(), "x.db", "?create_table=false&table=absent"))
-        .await
-        .unwrap_err();
+    let e = SqliteBackend::connect(&url_in(
+        dir.path(),
+        "x.db",
+        "?create_table=false&table=absent",
+    ))
+    .await
+    .unwrap_err();
     assert!(e.to_string().contains("does not exist"), "{e}");
     assert!(e.to_string().contains("migrations/sqlite"), "{e}");
 }
@@ -93,8 +113,16 @@ async fn create_table_false_requires_the_table() {
 async fn in_memory_database_works_within_the_process() {
     let b = SqliteBackend::connect("sqlite::memory:").await.unwrap();
     let locker = Locker::new(b).with_owner("me").unwrap();
-    let g = locker.try_lock("x", Duration::from_secs(5)).await.unwrap().unwrap();
-    assert!(locker.try_lock("x", Duration::from_secs(5)).await.unwrap().is_none());
+    let g = locker
+        .try_lock("x", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(locker
+        .try_lock("x", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .is_none());
     g.release().await.unwrap();
 }
 
@@ -120,7 +148,8 @@ async fn token_counter_survives_reopening_the_file() {
 async fn backend_rejects_what_it_cannot_honour_itself() {
     // The backend checks specs itself, not only the Locker in front of it.
     let b = SqliteBackend::connect("sqlite::memory:").await.unwrap();
-    let mut spec = LockSpec::new(LockName::new("x").unwrap(), "me", Duration::from_secs(1)).unwrap();
+    let mut spec =
+        LockSpec::new(LockName::new("x").unwrap(), "me", Duration::from_secs(1)).unwrap();
     spec.at_most = Duration::from_secs(u64::MAX / 4);
     let e = b.try_acquire(&spec).await.unwrap_err();
     assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");

@@ -163,7 +163,10 @@ mod tests {
     async fn disabled_feature_is_named() {
         // Whatever this build includes, the message for a left-out backend names its feature.
         for s in SCHEMES {
-            let off = BackendScheme { enabled: false, ..*s };
+            let off = BackendScheme {
+                enabled: false,
+                ..*s
+            };
             let e = feature_off(&off, s.schemes[0]).to_string();
             assert!(e.contains(&format!("`{}` feature", s.feature)), "{e}");
             assert!(e.contains(s.backend), "{e}");
