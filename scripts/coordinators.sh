@@ -252,6 +252,21 @@ port_in_use() {
     timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
 }
 
+# A killed server's process can be a zombie while its other threads still
+# hold the port (seen with ZooKeeper's JVM): on restart, wait for the ports.
+wait_ports_free() {
+    local name=$1 deadline=$(($(date +%s) + $2)) key busy
+    while :; do
+        busy=0
+        for key in $(port_keys "$name"); do
+            port_in_use "${PORT[$key]}" && busy=1
+        done
+        [[ $busy -eq 0 ]] && return 0
+        [[ $(date +%s) -ge $deadline ]] && return 0 # check_ports_free reports it
+        sleep 0.1
+    done
+}
+
 check_ports_free() {
     local name=$1 key p holder
     for key in $(port_keys "$name"); do
@@ -611,6 +626,7 @@ start_one() {
         log "$name: already running (pid $pid) on 127.0.0.1:${PORT[port]}"
         return 0
     fi
+    [[ $mode == restart ]] && wait_ports_free "$name" 15
     check_ports_free "$name"
     record_ports "$name"
     if ! "start_$name"; then

@@ -227,7 +227,11 @@ impl LockGuard {
         let shared = self.shared.clone();
         let _op = shared.op_lock.lock().await;
         if let Some(w) = self.watchdog.take() {
+            // abort() does not stop a poll already running on another worker:
+            // wait until the watchdog is really gone, so it cannot mark a
+            // successfully released lease lost.
             w.abort();
+            let _ = w.await;
         }
         let lease = shared.lease().clone();
         let span = tracing::debug_span!("dlock.release", backend = shared.backend.kind(), lock = %lease.name, token = lease.token.0);
@@ -259,6 +263,7 @@ impl Drop for LockGuard {
                     let _op = shared.op_lock.lock().await;
                     if let Some(w) = watchdog {
                         w.abort();
+                        let _ = w.await;
                     }
                     let lease = shared.lease().clone();
                     if let Err(e) = shared.backend.release(&lease).await {
