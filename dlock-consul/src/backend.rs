@@ -7,8 +7,8 @@ use crate::http::Http;
 use crate::record::{Handle, Holder};
 use crate::KIND;
 use dlock_core::{
-    async_trait, local_valid_until, new_acquisition_id, Capabilities, Error, FencingToken, Lease,
-    LockBackend, LockInfo, LockName, LockSpec, Result,
+    async_trait, new_acquisition_id, Capabilities, Error, FencingToken, Lease, LockBackend,
+    LockInfo, LockName, LockSpec, Result,
 };
 use futures::future::BoxFuture;
 use std::time::{Duration, Instant};
@@ -245,22 +245,18 @@ impl LockBackend for ConsulBackend {
                     ));
                 };
                 tracing::debug!(backend = KIND, lock = %spec.name, token, "acquired in 2 round trips");
-                Ok(Some(Lease {
-                    name: spec.name.clone(),
-                    owner: spec.owner.clone(),
-                    id: id.clone(),
-                    token: FencingToken(token),
-                    acquired_at: sent,
-                    valid_until: local_valid_until(sent, spec.at_most),
-                    at_most: spec.at_most,
-                    at_least: spec.at_least,
-                    handle: Handle {
+                Ok(Some(Lease::granted(
+                    spec,
+                    id.clone(),
+                    FencingToken(token),
+                    sent,
+                    Handle {
                         session: session.keep(),
                         rtt: answered.saturating_duration_since(sent),
                         id,
                     }
                     .encode(),
-                }))
+                )))
             }
             TxnOutcome::RolledBack(errors) => {
                 if errors.iter().any(|e| e.what.contains("already held")) {
@@ -316,9 +312,7 @@ impl LockBackend for ConsulBackend {
                 }
             }
         }
-        new.valid_until = local_valid_until(sent, lock_for);
-        new.at_most = lock_for;
-        Ok(new)
+        Ok(new.extended(lock_for, sent))
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {

@@ -54,6 +54,37 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The lease a backend grants for `spec`, for a request sent at `sent`
+    /// (taken *before* sending): local validity per [`local_valid_until`].
+    pub fn granted(
+        spec: &crate::LockSpec,
+        id: String,
+        token: FencingToken,
+        sent: Instant,
+        handle: String,
+    ) -> Lease {
+        Lease {
+            name: spec.name.clone(),
+            owner: spec.owner.clone(),
+            id,
+            token,
+            acquired_at: sent,
+            valid_until: local_valid_until(sent, spec.at_most),
+            at_most: spec.at_most,
+            at_least: spec.at_least,
+            handle,
+        }
+    }
+
+    /// This lease after the coordinator extended it to `lock_for` from a
+    /// request sent at `sent`.
+    pub fn extended(&self, lock_for: Duration, sent: Instant) -> Lease {
+        let mut new = self.clone();
+        new.valid_until = local_valid_until(sent, lock_for);
+        new.at_most = lock_for;
+        new
+    }
+
     /// True while the local monotonic clock says the lease is still valid.
     pub fn is_valid_now(&self) -> bool {
         Instant::now() < self.valid_until

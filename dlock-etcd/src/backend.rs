@@ -6,8 +6,8 @@ use crate::errors::Class;
 use crate::handle::{ttl_secs, Handle};
 use crate::{waiting, KIND};
 use dlock_core::{
-    async_trait, local_valid_until, new_acquisition_id, Capabilities, Error, FencingToken, Lease,
-    LockBackend, LockInfo, LockName, LockSpec, Result,
+    async_trait, new_acquisition_id, Capabilities, Error, FencingToken, Lease, LockBackend,
+    LockInfo, LockName, LockSpec, Result,
 };
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
@@ -228,17 +228,13 @@ impl LockBackend for EtcdBackend {
             lease_id,
             acquired_by: answered.saturating_duration_since(sent),
         };
-        Ok(Some(Lease {
-            name: spec.name.clone(),
-            owner: spec.owner.clone(),
+        Ok(Some(Lease::granted(
+            spec,
             id,
-            token: token_of(rev)?,
-            acquired_at: sent,
-            valid_until: local_valid_until(sent, spec.at_most),
-            at_most: spec.at_most,
-            at_least: spec.at_least,
-            handle: handle.encode(),
-        }))
+            token_of(rev)?,
+            sent,
+            handle.encode(),
+        )))
     }
 
     async fn extend(&self, lease: &Lease, lock_for: Duration) -> Result<Lease> {
@@ -320,9 +316,7 @@ impl LockBackend for EtcdBackend {
             }
             .encode();
         }
-        new.valid_until = local_valid_until(sent, lock_for);
-        new.at_most = lock_for;
-        Ok(new)
+        Ok(new.extended(lock_for, sent))
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {

@@ -151,6 +151,23 @@ pub fn missing_columns_error(table: &str, present: &[String]) -> Option<Error> {
     )))
 }
 
+/// A token column's value as a fencing token; a negative one is a corrupt table.
+pub(crate) fn token_of(backend: &'static str, v: i64) -> Result<dlock_core::FencingToken> {
+    u64::try_from(v).map(dlock_core::FencingToken).map_err(|_| {
+        Error::backend_msg(
+            backend,
+            "acquire",
+            format!("negative token {v} in the lock table"),
+        )
+    })
+}
+
+/// Microseconds since the Unix epoch (a database time column) as a `SystemTime`.
+pub(crate) fn system_time(us: Option<i64>) -> Option<std::time::SystemTime> {
+    us.and_then(|us| u64::try_from(us).ok())
+        .map(|u| std::time::UNIX_EPOCH + Duration::from_micros(u))
+}
+
 /// Microseconds of a duration as i64, or Unsupported.
 pub fn micros(backend: &'static str, d: Duration) -> Result<i64> {
     i64::try_from(d.as_micros())

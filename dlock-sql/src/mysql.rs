@@ -3,8 +3,8 @@
 
 use crate::config::{self, micros, quote_table, SqlOptions};
 use dlock_core::{
-    async_trait, local_valid_until, new_acquisition_id, with_deadline, Capabilities, Error,
-    FencingToken, Lease, LockBackend, LockInfo, LockName, LockSpec, Result,
+    async_trait, new_acquisition_id, with_deadline, Capabilities, Error, FencingToken, Lease,
+    LockBackend, LockInfo, LockName, LockSpec, Result,
 };
 use sqlx::mysql::{
     MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
@@ -12,7 +12,7 @@ use sqlx::mysql::{
 };
 use sqlx::{Connection, Executor, Row};
 use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const KIND: &str = "mysql";
 
@@ -417,21 +417,6 @@ async fn columns(conn: &mut MySqlConnection, table: &str) -> Result<Vec<(String,
         .collect()
 }
 
-fn to_system_time(us: Option<i64>) -> Option<SystemTime> {
-    us.and_then(|us| u64::try_from(us).ok())
-        .map(|u| UNIX_EPOCH + Duration::from_micros(u))
-}
-
-fn token_of(v: i64) -> Result<FencingToken> {
-    u64::try_from(v).map(FencingToken).map_err(|_| {
-        Error::backend_msg(
-            KIND,
-            "acquire",
-            format!("negative token {v} in the lock table"),
-        )
-    })
-}
-
 #[async_trait]
 impl LockBackend for MysqlBackend {
     fn kind(&self) -> &'static str {
@@ -475,17 +460,13 @@ impl LockBackend for MysqlBackend {
         if token == 0 {
             return Ok(None);
         }
-        Ok(Some(Lease {
-            name: spec.name.clone(),
-            owner: spec.owner.clone(),
+        Ok(Some(Lease::granted(
+            spec,
             id,
-            token: FencingToken(token),
-            acquired_at: sent,
-            valid_until: local_valid_until(sent, spec.at_most),
-            at_most: spec.at_most,
-            at_least: spec.at_least,
-            handle: String::new(),
-        }))
+            FencingToken(token),
+            sent,
+            String::new(),
+        )))
     }
 
     async fn extend(&self, lease: &Lease, lock_for: Duration) -> Result<Lease> {
@@ -507,10 +488,7 @@ impl LockBackend for MysqlBackend {
                 "the lease expired or was taken over before it could be extended",
             ));
         }
-        let mut new = lease.clone();
-        new.valid_until = local_valid_until(sent, lock_for);
-        new.at_most = lock_for;
-        Ok(new)
+        Ok(lease.extended(lock_for, sent))
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
@@ -546,9 +524,9 @@ impl LockBackend for MysqlBackend {
             name: name.clone(),
             owner: text(row.try_get(0).map_err(get)?),
             id: Some(text(row.try_get(1).map_err(get)?)),
-            token: token_of(row.try_get(2).map_err(get)?)?,
-            locked_at: to_system_time(row.try_get(3).map_err(get)?),
-            lock_until: to_system_time(row.try_get(4).map_err(get)?),
+            token: config::token_of(KIND, row.try_get(2).map_err(get)?)?,
+            locked_at: config::system_time(row.try_get(3).map_err(get)?),
+            lock_until: config::system_time(row.try_get(4).map_err(get)?),
         }))
     }
 

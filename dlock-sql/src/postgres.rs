@@ -3,15 +3,15 @@
 
 use crate::config::{self, micros, quote_table, SqlOptions};
 use dlock_core::{
-    async_trait, jittered, local_valid_until, new_acquisition_id, with_deadline, Capabilities,
-    Error, FencingToken, Lease, LockBackend, LockInfo, LockName, LockSpec, Result,
+    async_trait, jittered, new_acquisition_id, with_deadline, Capabilities, Error, Lease,
+    LockBackend, LockInfo, LockName, LockSpec, Result,
 };
 use sqlx::postgres::types::PgInterval;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Executor, Row};
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
 const KIND: &str = "postgres";
@@ -463,21 +463,6 @@ fn interval(us: i64) -> PgInterval {
     }
 }
 
-fn to_system_time(us: Option<i64>) -> Option<SystemTime> {
-    us.and_then(|us| u64::try_from(us).ok())
-        .map(|u| UNIX_EPOCH + Duration::from_micros(u))
-}
-
-fn token_of(v: i64) -> Result<FencingToken> {
-    u64::try_from(v).map(FencingToken).map_err(|_| {
-        Error::backend_msg(
-            KIND,
-            "acquire",
-            format!("negative token {v} in the lock table"),
-        )
-    })
-}
-
 #[async_trait]
 impl LockBackend for PostgresBackend {
     fn kind(&self) -> &'static str {
@@ -521,17 +506,13 @@ impl LockBackend for PostgresBackend {
         let token: i64 = row
             .try_get(0)
             .map_err(|e| Error::backend(KIND, "acquire", e))?;
-        Ok(Some(Lease {
-            name: spec.name.clone(),
-            owner: spec.owner.clone(),
+        Ok(Some(Lease::granted(
+            spec,
             id,
-            token: token_of(token)?,
-            acquired_at: sent,
-            valid_until: local_valid_until(sent, spec.at_most),
-            at_most: spec.at_most,
-            at_least: spec.at_least,
-            handle: String::new(),
-        }))
+            config::token_of(KIND, token)?,
+            sent,
+            String::new(),
+        )))
     }
 
     async fn extend(&self, lease: &Lease, lock_for: Duration) -> Result<Lease> {
@@ -553,10 +534,7 @@ impl LockBackend for PostgresBackend {
                 "the lease expired or was taken over before it could be extended",
             ));
         }
-        let mut new = lease.clone();
-        new.valid_until = local_valid_until(sent, lock_for);
-        new.at_most = lock_for;
-        Ok(new)
+        Ok(lease.extended(lock_for, sent))
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
@@ -594,9 +572,9 @@ impl LockBackend for PostgresBackend {
             name: name.clone(),
             owner: row.try_get(0).map_err(get)?,
             id: Some(row.try_get(1).map_err(get)?),
-            token: token_of(row.try_get(2).map_err(get)?)?,
-            locked_at: to_system_time(row.try_get(3).map_err(get)?),
-            lock_until: to_system_time(row.try_get(4).map_err(get)?),
+            token: config::token_of(KIND, row.try_get(2).map_err(get)?)?,
+            locked_at: config::system_time(row.try_get(3).map_err(get)?),
+            lock_until: config::system_time(row.try_get(4).map_err(get)?),
         }))
     }
 

@@ -2,15 +2,15 @@
 
 use crate::config::{self, micros, quote_table, SqlOptions};
 use dlock_core::{
-    async_trait, local_valid_until, new_acquisition_id, with_deadline, Capabilities, Error,
-    FencingToken, Lease, LockBackend, LockInfo, LockName, LockSpec, Result,
+    async_trait, new_acquisition_id, with_deadline, Capabilities, Error, Lease, LockBackend,
+    LockInfo, LockName, LockSpec, Result,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::Row;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const KIND: &str = "sqlite";
 
@@ -232,22 +232,6 @@ impl SqliteBackend {
     }
 }
 
-fn to_system_time(us: i64) -> Option<SystemTime> {
-    u64::try_from(us)
-        .ok()
-        .map(|u| UNIX_EPOCH + Duration::from_micros(u))
-}
-
-fn token_of(v: i64) -> Result<FencingToken> {
-    u64::try_from(v).map(FencingToken).map_err(|_| {
-        Error::backend_msg(
-            KIND,
-            "acquire",
-            format!("negative token {v} in the lock table"),
-        )
-    })
-}
-
 #[async_trait]
 impl LockBackend for SqliteBackend {
     fn kind(&self) -> &'static str {
@@ -294,17 +278,13 @@ impl LockBackend for SqliteBackend {
         let token: i64 = row
             .try_get(0)
             .map_err(|e| Error::backend(KIND, "acquire", e))?;
-        Ok(Some(Lease {
-            name: spec.name.clone(),
-            owner: spec.owner.clone(),
+        Ok(Some(Lease::granted(
+            spec,
             id,
-            token: token_of(token)?,
-            acquired_at: sent,
-            valid_until: local_valid_until(sent, spec.at_most),
-            at_most: spec.at_most,
-            at_least: spec.at_least,
-            handle: String::new(),
-        }))
+            config::token_of(KIND, token)?,
+            sent,
+            String::new(),
+        )))
     }
 
     async fn extend(&self, lease: &Lease, lock_for: Duration) -> Result<Lease> {
@@ -327,10 +307,7 @@ impl LockBackend for SqliteBackend {
                 "the lease expired or was taken over before it could be extended",
             ));
         }
-        let mut new = lease.clone();
-        new.valid_until = local_valid_until(sent, lock_for);
-        new.at_most = lock_for;
-        Ok(new)
+        Ok(lease.extended(lock_for, sent))
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
@@ -368,9 +345,9 @@ impl LockBackend for SqliteBackend {
             name: name.clone(),
             owner: row.try_get(0).map_err(get)?,
             id: Some(row.try_get(1).map_err(get)?),
-            token: token_of(row.try_get(2).map_err(get)?)?,
-            locked_at: to_system_time(row.try_get(3).map_err(get)?),
-            lock_until: to_system_time(row.try_get(4).map_err(get)?),
+            token: config::token_of(KIND, row.try_get(2).map_err(get)?)?,
+            locked_at: config::system_time(Some(row.try_get(3).map_err(get)?)),
+            lock_until: config::system_time(Some(row.try_get(4).map_err(get)?)),
         }))
     }
 

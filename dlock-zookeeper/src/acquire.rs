@@ -4,9 +4,7 @@
 use crate::error::{op_error, outcome_unknown, KIND};
 use crate::nodes::{blocked_for_ms, contenders, LockPaths, Marker, NodeData};
 use crate::session::{Session, Ticket};
-use dlock_core::{
-    local_valid_until, new_acquisition_id, Error, FencingToken, Lease, LockSpec, Result,
-};
+use dlock_core::{new_acquisition_id, Error, FencingToken, Lease, LockSpec, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zookeeper_client as zk;
@@ -141,19 +139,9 @@ fn grant(
     recv: Instant,
 ) -> Result<Lease> {
     let token = token_of(czxid)?;
-    let valid_until = local_valid_until(sent, spec.at_most);
-    session.register(path, id, token.0, version, recv, valid_until);
-    Ok(Lease {
-        name: spec.name.clone(),
-        owner: spec.owner.clone(),
-        id: id.to_string(),
-        token,
-        acquired_at: sent,
-        valid_until,
-        at_most: spec.at_most,
-        at_least: spec.at_least,
-        handle: handle(session, path),
-    })
+    let lease = Lease::granted(spec, id.to_string(), token, sent, handle(session, path));
+    session.register(path, id, token.0, version, recv, lease.valid_until);
+    Ok(lease)
 }
 
 async fn timed<T>(

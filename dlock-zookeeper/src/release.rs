@@ -4,7 +4,7 @@ use crate::acquire::parse_handle;
 use crate::error::{multi_error, op_error};
 use crate::nodes::{LockPaths, Marker};
 use crate::session::{LeaseView, Session};
-use dlock_core::{local_valid_until, Error, Lease, Result};
+use dlock_core::{Error, Lease, Result};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zookeeper_client as zk;
@@ -75,16 +75,13 @@ pub(crate) async fn extend(
     match r.map_err(multi_error) {
         Ok(_) => {
             session.proved(sent);
-            let valid_until = local_valid_until(sent, lock_for);
-            if !session.extend_to(&path, &lease.id, valid_until) {
+            let new = lease.extended(lock_for, sent);
+            if !session.extend_to(&path, &lease.id, new.valid_until) {
                 return Err(Error::lost(
                     &lease.name,
                     "lock_at_most_for passed while the extension was in flight",
                 ));
             }
-            let mut new = lease.clone();
-            new.valid_until = valid_until;
-            new.at_most = lock_for;
             Ok(new)
         }
         Err((_, zk::Error::NoNode | zk::Error::BadVersion)) => {
