@@ -10,7 +10,7 @@
 # 3. runs the whole workspace's tests with all backends (the conformance
 #    suite runs unchanged against every coordinator), then the fault tests
 #    that restart coordinators, one at a time, then the doc tests,
-# 4. runs the README's example,
+# 4. runs every example (the README's first command among them),
 # 5. stops the coordinators it started (DLOCK_KEEP_COORDINATORS=1 keeps them).
 #
 # Extra arguments go to the main `cargo nextest run` (e.g. a test filter).
@@ -45,5 +45,9 @@ cargo nextest run --workspace --all-features --no-fail-fast --test-threads 1 \
     --no-tests warn -E 'binary(faults)'
 cargo test --workspace --all-features --doc
 
-# The README's first command: three simulated nodes on SQLite.
-cargo run -q -p dlock --example scheduled_nodes
+# The examples, each checking its own claim (exit non-zero otherwise) on
+# SQLite; the README's first command, scheduled_nodes, last.
+for ex in daily_email message_processor file_import migration singleton_worker scheduled_nodes; do
+    echo "== example $ex"
+    cargo run -q -p dlock --example "$ex"
+done
