@@ -32,6 +32,8 @@ pub struct Capabilities {
     /// server's). False for embedded SQLite, whose "coordinator clock" is the
     /// host clock as read by whichever process runs the statement.
     pub server_clock: bool,
+    /// Whether [`LockBackend::list`] can enumerate the held locks.
+    pub list: bool,
 }
 
 impl Capabilities {
@@ -47,6 +49,7 @@ impl Capabilities {
             networked: true,
             poll_interval: Duration::from_millis(200),
             server_clock: true,
+            list: false,
         }
     }
 
@@ -147,6 +150,16 @@ pub trait LockBackend: Send + Sync + 'static {
 
     /// Who holds `name` now, if anyone holds a valid lease.
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>>;
+
+    /// Every lock held now (valid leases only), in any order. Backends that
+    /// cannot enumerate answer [`Error::Unsupported`] (the default) and
+    /// declare `list: false`.
+    async fn list(&self) -> Result<Vec<LockInfo>> {
+        Err(Error::unsupported(
+            self.kind(),
+            "listing locks; inspect them one name at a time",
+        ))
+    }
 
     /// Operator override: frees `name` whoever holds it, ignoring `at_least`.
     /// Returns whether a valid lease was removed. The token counter survives.

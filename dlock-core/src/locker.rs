@@ -206,6 +206,14 @@ impl Locker {
         self.backend.inspect(&name).await
     }
 
+    /// Every lock held now, in name order, where the backend can enumerate
+    /// them (`Capabilities::list`); otherwise [`crate::Error::Unsupported`].
+    pub async fn list(&self) -> Result<Vec<LockInfo>> {
+        let mut all = self.backend.list().await?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
     /// Operator override: frees `name` whoever holds it. Returns whether a
     /// valid lease was removed.
     pub async fn force_release(&self, name: impl Into<String>) -> Result<bool> {

@@ -162,6 +162,17 @@ pub(crate) fn token_of(backend: &'static str, v: i64) -> Result<dlock_core::Fenc
     })
 }
 
+/// A name read back from the table, validated like any other.
+pub(crate) fn stored_name(backend: &'static str, name: String) -> Result<dlock_core::LockName> {
+    dlock_core::LockName::new(name).map_err(|e| {
+        Error::backend_msg(
+            backend,
+            "list",
+            format!("the lock table holds an invalid name: {e}"),
+        )
+    })
+}
+
 /// Microseconds since the Unix epoch (a database time column) as a `SystemTime`.
 pub(crate) fn system_time(us: Option<i64>) -> Option<std::time::SystemTime> {
     us.and_then(|us| u64::try_from(us).ok())

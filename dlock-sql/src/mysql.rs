@@ -77,6 +77,7 @@ struct Statements {
     extend: String,
     release: String,
     inspect: String,
+    list: String,
     force_release: String,
 }
 
@@ -117,6 +118,12 @@ impl Statements {
                  TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', locked_at), \
                  TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', lock_until) \
                  FROM {t} WHERE name = ? AND lock_until > {NOW}"
+            ),
+            list: format!(
+                "SELECT owner, acquisition_id, token, \
+                 TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', locked_at), \
+                 TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', lock_until), name \
+                 FROM {t} WHERE lock_until > {NOW}"
             ),
             force_release: format!(
                 "UPDATE {t} SET lock_until = {NOW} WHERE name = ? AND lock_until > {NOW}"
@@ -417,6 +424,19 @@ async fn columns(conn: &mut MySqlConnection, table: &str) -> Result<Vec<(String,
         .collect()
 }
 
+/// A lock row's columns 0..=4 (owner, id, token, locked_at, lock_until).
+fn info(row: &sqlx::mysql::MySqlRow, name: LockName, op: &'static str) -> Result<LockInfo> {
+    let get = |e: sqlx::Error| Error::backend(KIND, op, e);
+    Ok(LockInfo {
+        name,
+        owner: text(row.try_get(0).map_err(get)?),
+        id: Some(text(row.try_get(1).map_err(get)?)),
+        token: config::token_of(KIND, row.try_get(2).map_err(get)?)?,
+        locked_at: config::system_time(row.try_get(3).map_err(get)?),
+        lock_until: config::system_time(row.try_get(4).map_err(get)?),
+    })
+}
+
 #[async_trait]
 impl LockBackend for MysqlBackend {
     fn kind(&self) -> &'static str {
@@ -435,6 +455,7 @@ impl LockBackend for MysqlBackend {
         c.at_least_survives_exit = true;
         c.networked = true;
         c.poll_interval = Duration::from_millis(100);
+        c.list = true;
         c
     }
 
@@ -518,16 +539,26 @@ impl LockBackend for MysqlBackend {
                 .map_err(|e| Error::backend(KIND, "inspect", e))
         })
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let get = |e: sqlx::Error| Error::backend(KIND, "inspect", e);
-        Ok(Some(LockInfo {
-            name: name.clone(),
-            owner: text(row.try_get(0).map_err(get)?),
-            id: Some(text(row.try_get(1).map_err(get)?)),
-            token: config::token_of(KIND, row.try_get(2).map_err(get)?)?,
-            locked_at: config::system_time(row.try_get(3).map_err(get)?),
-            lock_until: config::system_time(row.try_get(4).map_err(get)?),
-        }))
+        row.map(|r| info(&r, name.clone(), "inspect")).transpose()
+    }
+
+    async fn list(&self) -> Result<Vec<LockInfo>> {
+        let rows = with_deadline("list", self.opts.statement_timeout, async {
+            sqlx::query(&self.sql.list)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| Error::backend(KIND, "list", e))
+        })
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let name: Vec<u8> = r.try_get(5).map_err(|e| Error::backend(KIND, "list", e))?;
+                let name = String::from_utf8(name).map_err(|_| {
+                    Error::backend_msg(KIND, "list", "a lock name in the table is not UTF-8")
+                })?;
+                info(r, config::stored_name(KIND, name)?, "list")
+            })
+            .collect()
     }
 
     async fn force_release(&self, name: &LockName) -> Result<bool> {

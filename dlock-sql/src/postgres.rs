@@ -78,6 +78,7 @@ struct Statements {
     extend: String,
     release: String,
     inspect: String,
+    list: String,
     force_release: String,
     remaining: String,
 }
@@ -117,6 +118,12 @@ impl Statements {
                  (extract(epoch FROM locked_at) * 1000000)::bigint, \
                  (extract(epoch FROM lock_until) * 1000000)::bigint \
                  FROM {t} WHERE name = $1 AND lock_until > clock_timestamp()"
+            ),
+            list: format!(
+                "SELECT owner, acquisition_id, token, \
+                 (extract(epoch FROM locked_at) * 1000000)::bigint, \
+                 (extract(epoch FROM lock_until) * 1000000)::bigint, name \
+                 FROM {t} WHERE lock_until > clock_timestamp()"
             ),
             force_release: format!(
                 "WITH r AS (UPDATE {t} SET lock_until = clock_timestamp() \
@@ -463,6 +470,19 @@ fn interval(us: i64) -> PgInterval {
     }
 }
 
+/// A lock row's columns 0..=4 (owner, id, token, locked_at, lock_until).
+fn info(row: &PgRow, name: LockName, op: &'static str) -> Result<LockInfo> {
+    let get = |e: sqlx::Error| Error::backend(KIND, op, e);
+    Ok(LockInfo {
+        name,
+        owner: row.try_get(0).map_err(get)?,
+        id: Some(row.try_get(1).map_err(get)?),
+        token: config::token_of(KIND, row.try_get(2).map_err(get)?)?,
+        locked_at: config::system_time(row.try_get(3).map_err(get)?),
+        lock_until: config::system_time(row.try_get(4).map_err(get)?),
+    })
+}
+
 #[async_trait]
 impl LockBackend for PostgresBackend {
     fn kind(&self) -> &'static str {
@@ -482,6 +502,7 @@ impl LockBackend for PostgresBackend {
         c.at_least_survives_exit = true;
         c.networked = true;
         c.poll_interval = Duration::from_millis(if self.tx_pooling { 100 } else { 500 });
+        c.list = true;
         c
     }
 
@@ -564,18 +585,19 @@ impl LockBackend for PostgresBackend {
                 sqlx::query(&self.sql.inspect).bind(name.as_str()),
             )
             .await?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let get = |e: sqlx::Error| Error::backend(KIND, "inspect", e);
-        Ok(Some(LockInfo {
-            name: name.clone(),
-            owner: row.try_get(0).map_err(get)?,
-            id: Some(row.try_get(1).map_err(get)?),
-            token: config::token_of(KIND, row.try_get(2).map_err(get)?)?,
-            locked_at: config::system_time(row.try_get(3).map_err(get)?),
-            lock_until: config::system_time(row.try_get(4).map_err(get)?),
-        }))
+        rows.first()
+            .map(|r| info(r, name.clone(), "inspect"))
+            .transpose()
+    }
+
+    async fn list(&self) -> Result<Vec<LockInfo>> {
+        let rows = self.rows("list", sqlx::query(&self.sql.list)).await?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get(5).map_err(|e| Error::backend(KIND, "list", e))?;
+                info(r, config::stored_name(KIND, name)?, "list")
+            })
+            .collect()
     }
 
     async fn force_release(&self, name: &LockName) -> Result<bool> {

@@ -44,6 +44,7 @@ struct Statements {
     extend: String,
     release: String,
     inspect: String,
+    list: String,
     force_release: String,
 }
 
@@ -72,6 +73,10 @@ impl Statements {
             inspect: format!(
                 "SELECT owner, acquisition_id, token, locked_at, lock_until FROM {t} \
                  WHERE name = ?1 AND lock_until > {NOW}"
+            ),
+            list: format!(
+                "SELECT owner, acquisition_id, token, locked_at, lock_until, name FROM {t} \
+                 WHERE lock_until > {NOW}"
             ),
             force_release: format!(
                 "UPDATE {t} SET lock_until = {NOW} WHERE name = ?1 AND lock_until > {NOW}"
@@ -232,6 +237,19 @@ impl SqliteBackend {
     }
 }
 
+/// A lock row's columns 0..=4 (owner, id, token, locked_at, lock_until).
+fn info(row: &sqlx::sqlite::SqliteRow, name: LockName, op: &'static str) -> Result<LockInfo> {
+    let get = |e: sqlx::Error| Error::backend(KIND, op, e);
+    Ok(LockInfo {
+        name,
+        owner: row.try_get(0).map_err(get)?,
+        id: Some(row.try_get(1).map_err(get)?),
+        token: config::token_of(KIND, row.try_get(2).map_err(get)?)?,
+        locked_at: config::system_time(Some(row.try_get(3).map_err(get)?)),
+        lock_until: config::system_time(Some(row.try_get(4).map_err(get)?)),
+    })
+}
+
 #[async_trait]
 impl LockBackend for SqliteBackend {
     fn kind(&self) -> &'static str {
@@ -251,6 +269,7 @@ impl LockBackend for SqliteBackend {
         // Embedded: SQLite reads the clock of the process running the statement.
         c.server_clock = false;
         c.poll_interval = Duration::from_millis(50);
+        c.list = true;
         c
     }
 
@@ -339,16 +358,19 @@ impl LockBackend for SqliteBackend {
                     .fetch_optional(&self.pool),
             )
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let get = |e: sqlx::Error| Error::backend(KIND, "inspect", e);
-        Ok(Some(LockInfo {
-            name: name.clone(),
-            owner: row.try_get(0).map_err(get)?,
-            id: Some(row.try_get(1).map_err(get)?),
-            token: config::token_of(KIND, row.try_get(2).map_err(get)?)?,
-            locked_at: config::system_time(Some(row.try_get(3).map_err(get)?)),
-            lock_until: config::system_time(Some(row.try_get(4).map_err(get)?)),
-        }))
+        row.map(|r| info(&r, name.clone(), "inspect")).transpose()
+    }
+
+    async fn list(&self) -> Result<Vec<LockInfo>> {
+        let rows = self
+            .timed("list", sqlx::query(&self.sql.list).fetch_all(&self.pool))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get(5).map_err(|e| Error::backend(KIND, "list", e))?;
+                info(r, config::stored_name(KIND, name)?, "list")
+            })
+            .collect()
     }
 
     async fn force_release(&self, name: &LockName) -> Result<bool> {

@@ -27,6 +27,10 @@ pub struct Needs {
     pub max_lease: bool,
     /// Expiry is decided by a clock outside the client process.
     pub server_clock: bool,
+    /// The backend can list held locks.
+    pub list: bool,
+    /// The backend declares it cannot list held locks.
+    pub no_list: bool,
 }
 
 impl Needs {
@@ -38,6 +42,8 @@ impl Needs {
             && (!self.coarse_granularity || caps.lease_granularity > Duration::from_micros(1))
             && (!self.max_lease || caps.max_lease.is_some())
             && (!self.server_clock || caps.server_clock)
+            && (!self.list || caps.list)
+            && (!self.no_list || !caps.list)
     }
 }
 
@@ -142,6 +148,19 @@ pub fn cases() -> Vec<Case> {
         case("concurrency_no_overlap", none, concurrency_no_overlap),
         case("inspect_reports_holder", none, inspect_reports_holder),
         case("force_release_frees_lock", none, force_release_frees_lock),
+        case(
+            "list_reports_held_locks",
+            Needs { list: true, ..none },
+            list_reports_held_locks,
+        ),
+        case(
+            "list_unsupported_is_clear",
+            Needs {
+                no_list: true,
+                ..none
+            },
+            list_unsupported_is_clear,
+        ),
         case("invalid_spec_rejected", none, invalid_spec_rejected),
         case(
             "shortest_lease_is_honoured",
@@ -1360,4 +1379,66 @@ async fn drop_releases_in_background(ctx: Ctx) -> CaseResult {
         .map_err(|e| format!("a dropped guard did not release: {e}"))?;
     ensure!(took < lease, "freed only by expiry");
     g2.release().await.ctx("release")
+}
+
+async fn list_reports_held_locks(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let lease = ctx.lease() * 5;
+    // Names that sort and encode awkwardly, so list() must decode them exactly.
+    let names = [
+        ctx.name("a/b"),
+        ctx.name("a"),
+        ctx.name("ünï %"),
+        ctx.name("z"),
+    ];
+    let mut guards = Vec::new();
+    for n in &names[..3] {
+        guards.push(must_take(&a, n, lease).await?);
+    }
+    let freed = must_take(&b, &names[3], lease).await?;
+    freed.release().await.ctx("release")?;
+    let listed = b.list().await.ctx("list")?;
+    let mine: Vec<_> = listed
+        .iter()
+        .filter(|i| i.name.as_str().starts_with(ctx.case))
+        .collect();
+    let mut want: Vec<&String> = names[..3].iter().collect();
+    want.sort();
+    let got: Vec<&str> = mine.iter().map(|i| i.name.as_str()).collect();
+    ensure!(
+        got == want.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "list() gave {got:?}, expected exactly the held {want:?} in name order (not the released one)"
+    );
+    for (info, g) in mine.iter().zip({
+        let mut gs: Vec<&LockGuard> = guards.iter().collect();
+        gs.sort_by_key(|g| g.name());
+        gs
+    }) {
+        ensure!(info.owner == "owner-a", "list() owner {:?}", info.owner);
+        ensure!(
+            info.token == g.token(),
+            "list() token {} vs {}",
+            info.token,
+            g.token()
+        );
+    }
+    for g in guards {
+        g.release().await.ctx("release")?;
+    }
+    let left = b.list().await.ctx("list after release")?;
+    ensure!(
+        !left.iter().any(|i| i.name.as_str().starts_with(ctx.case)),
+        "list() still reports released locks: {left:?}"
+    );
+    Ok(())
+}
+
+async fn list_unsupported_is_clear(ctx: Ctx) -> CaseResult {
+    let a = ctx.locker("owner-a").await?;
+    let r = a.list().await;
+    ensure!(
+        is_unsupported(&r),
+        "list() on a backend declaring list: false answered {r:?}"
+    );
+    Ok(())
 }
