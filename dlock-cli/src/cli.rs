@@ -102,6 +102,10 @@ const STATUS_HELP: &str = "\
 Examples:
   dlock status --url postgres://dlock:pw@db/locks nightly-report
   dlock status --json import billing
+  dlock status --url postgres://dlock:pw@db/locks     # every lock held now
+
+Without NAME, every lock held now is shown (on backends that can list them:
+all that ship with dlock).
 
 --json prints an array with one object per NAME:
   [{\"name\": \"import\", \"held\": true, \"owner\": \"web-1:4242\",
@@ -191,8 +195,8 @@ pub struct RunArgs {
 /// `dlock status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Lock names to show.
-    #[arg(required = true, value_name = "NAME")]
+    /// Lock names to show; none: every lock held now.
+    #[arg(value_name = "NAME")]
     pub names: Vec<String>,
 
     /// Print JSON (an array, one object per NAME) instead of a table.

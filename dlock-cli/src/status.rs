@@ -6,7 +6,8 @@ use dlock::LockInfo;
 use serde_json::{json, Value};
 use std::time::SystemTime;
 
-/// Prints the holders of `args.names`; returns the exit code.
+/// Prints the holders of `args.names` (every held lock when none are
+/// given); returns the exit code.
 pub async fn status(url: &str, args: StatusArgs) -> u8 {
     let locker = match crate::connect(url, None).await {
         Ok(l) => l,
@@ -16,6 +17,15 @@ pub async fn status(url: &str, args: StatusArgs) -> u8 {
         }
     };
     let mut rows = Vec::with_capacity(args.names.len());
+    if args.names.is_empty() {
+        match locker.list().await {
+            Ok(all) => rows.extend(all.into_iter().map(|i| (i.name.to_string(), Some(i)))),
+            Err(e) => {
+                eprintln!("dlock: cannot list locks: {e}");
+                return exit::LOCK_ERROR;
+            }
+        }
+    }
     for name in &args.names {
         match locker.inspect(name.clone()).await {
             Ok(info) => rows.push((name.clone(), info)),

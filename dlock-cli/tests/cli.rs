@@ -295,6 +295,20 @@ fn status_json_shows_holder_and_token(env: &Env) {
     let until = v["lock_until"].as_str().unwrap();
     assert!(since.ends_with('Z') && until > since, "{v}");
 
+    // Without a name, every held lock is listed, this one among them.
+    let out = env.dlock().args(["status", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<_> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == name.as_str())
+        .collect();
+    assert_eq!(listed.len(), 1, "{all}");
+    assert_eq!(listed[0]["token"], token);
+    assert_eq!(listed[0]["owner"], "web-1");
+
     // The table shows the same.
     let out = env.dlock().args(["status", &name]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
@@ -305,10 +319,19 @@ fn status_json_shows_holder_and_token(env: &Env) {
 
     sigterm(&holder);
     wait_child(&mut holder, Duration::from_secs(20));
-    // Released after the command ended (no at_least): free.
+    // Released after the command ended (no at_least): free, and not listed.
     let v = env.status_json(&name);
     assert_eq!(v["held"], false, "{v}");
     assert!(v["token"].is_null());
+    let out = env.dlock().args(["status", "--json"]).output().unwrap();
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !all.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == name.as_str()),
+        "{all}"
+    );
 }
 
 #[test]
