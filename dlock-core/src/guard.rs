@@ -96,6 +96,23 @@ impl GuardShared {
         self.lost_tx.borrow().clone()
     }
 
+    /// Sends the release of the current lease (explicit or on drop), with
+    /// its span and metrics.
+    async fn send_release(&self) -> Result<()> {
+        let lease = self.lease().clone();
+        let kind = self.backend.kind();
+        let span = tracing::debug_span!("dlock.release", backend = kind, lock = %lease.name, token = lease.token.0);
+        let r = self.backend.release(&lease).instrument(span).await;
+        if self.lost_reason().is_none() {
+            metrics::histogram!("dlock_hold_seconds", "backend" => kind)
+                .record(lease.acquired_at.elapsed().as_secs_f64());
+        }
+        if r.is_err() {
+            metrics::counter!("dlock_release_errors_total", "backend" => kind).increment(1);
+        }
+        r
+    }
+
     async fn extend(&self, lock_for: Duration) -> Result<()> {
         let _op = self.op_lock.lock().await;
         if let Some(r) = self.lost_reason() {
@@ -233,15 +250,11 @@ impl LockGuard {
             w.abort();
             let _ = w.await;
         }
-        let lease = shared.lease().clone();
-        let span = tracing::debug_span!("dlock.release", backend = shared.backend.kind(), lock = %lease.name, token = lease.token.0);
-        let sent = shared.backend.release(&lease).instrument(span).await;
+        let sent = shared.send_release().await;
         self.done = true;
         if let Some(reason) = shared.lost_reason() {
-            return Err(Error::lost(&lease.name, reason));
+            return Err(Error::lost(&shared.lease().name, reason));
         }
-        metrics::histogram!("dlock_hold_seconds", "backend" => shared.backend.kind())
-            .record(lease.acquired_at.elapsed().as_secs_f64());
         sent
     }
 }
@@ -265,8 +278,8 @@ impl Drop for LockGuard {
                         w.abort();
                         let _ = w.await;
                     }
-                    let lease = shared.lease().clone();
-                    if let Err(e) = shared.backend.release(&lease).await {
+                    if let Err(e) = shared.send_release().await {
+                        let lease = shared.lease().clone();
                         if shared.lost_reason().is_none() {
                             tracing::warn!(backend = shared.backend.kind(), lock = %lease.name, error = %e,
                                 "dlock: background release on drop failed; the lease expires by itself");

@@ -286,7 +286,7 @@ impl Acquire<'_> {
         // `None`: wait without a deadline (a wait too long to represent).
         let deadline = started.checked_add(self.opts.wait);
         let span = tracing::debug_span!("dlock.acquire", backend = kind, lock = %spec.name, owner = %spec.owner);
-        async {
+        let outcome = async {
             loop {
                 if let Some(lease) = backend.try_acquire(&spec).await? {
                     metrics::counter!("dlock_acquired_total", "backend" => kind).increment(1);
@@ -309,7 +309,11 @@ impl Acquire<'_> {
             }
         }
         .instrument(span)
-        .await
+        .await;
+        if outcome.is_err() {
+            metrics::counter!("dlock_acquire_errors_total", "backend" => kind).increment(1);
+        }
+        outcome
     }
 }
 

@@ -114,6 +114,8 @@ async fn metrics_and_spans_fire() {
         "dlock_hold_seconds",
         "dlock_lost_total",
         "dlock_extend_failures_total",
+        // the dropped lost guard's id-matched release is refused
+        "dlock_release_errors_total",
         "dlock_job_runs_total",
         "dlock_job_duration_seconds",
     ] {
