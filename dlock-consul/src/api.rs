@@ -12,6 +12,9 @@ use std::time::Duration;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct KvEntry {
+    /// The full key.
+    #[serde(default)]
+    pub key: String,
     /// Base64 value; `null` in txn write results.
     #[serde(default)]
     pub value: Option<String>,
@@ -295,6 +298,27 @@ impl Http {
                 let mut entries: Vec<KvEntry> = parse(op, &reply)?;
                 Ok((entries.pop(), index))
             }
+            _ => Err(self.status_error(op, &reply)),
+        }
+    }
+
+    /// `GET /v1/kv/<prefix>?recurse&consistent`: every entry under `prefix`
+    /// (which ends in `/`), at any depth, in one consistent read.
+    pub async fn get_prefix(&self, op: &'static str, prefix: &str) -> Result<Vec<KvEntry>> {
+        let query = [("recurse", ""), ("consistent", "")];
+        let reply = self
+            .send(
+                op,
+                Method::GET,
+                &Self::kv_path(prefix),
+                &query,
+                None,
+                Duration::ZERO,
+            )
+            .await?;
+        match reply.status {
+            StatusCode::NOT_FOUND => Ok(Vec::new()),
+            s if s.is_success() => parse(op, &reply),
             _ => Err(self.status_error(op, &reply)),
         }
     }

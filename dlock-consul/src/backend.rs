@@ -1,7 +1,7 @@
-//! [`ConsulBackend`]: acquire, extend, release, inspect and force-release on
+//! [`ConsulBackend`]: acquire, extend, release, inspect, list and force-release on
 //! Consul sessions and the KV store.
 
-use crate::api::{kv_op, TxnError, TxnOutcome};
+use crate::api::{kv_op, KvEntry, TxnError, TxnOutcome};
 use crate::config::ConsulConfig;
 use crate::http::Http;
 use crate::record::{Handle, Holder};
@@ -158,6 +158,55 @@ enum Moved {
     Unknown { new: String, error: Error },
 }
 
+/// The lock whose key is `key` under `prefix`: the inverse of
+/// [`ConsulBackend::key_for`]. `None` for a key outside `<prefix>/` or deeper
+/// under it (a nested prefix's lock); an error for a key that no lock name
+/// encodes to.
+fn name_of_key(prefix: &str, key: &str) -> Option<Result<LockName>> {
+    let segment = key.strip_prefix(prefix)?.strip_prefix('/')?;
+    if segment.contains('/') {
+        return None;
+    }
+    let name = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .and_then(|n| LockName::new(n).ok())
+        .filter(|n| n.path_segment() == segment);
+    Some(name.ok_or_else(|| {
+        Error::backend_msg(
+            KIND,
+            "list",
+            format!(
+                "Consul key {key:?} is held by a session but encodes no lock name \
+                 (not written by dlock): delete it or destroy its session"
+            ),
+        )
+    }))
+}
+
+/// What `inspect` reports for lock `name` stored in `entry`: `None` when no
+/// session holds the key.
+fn lock_info(name: LockName, entry: &KvEntry) -> Option<LockInfo> {
+    entry.holder()?;
+    let holder = Holder::from_base64(entry.value.as_deref());
+    Some(LockInfo {
+        name,
+        owner: holder
+            .as_ref()
+            .map(|h| h.owner.clone())
+            .unwrap_or_else(|| "(value not written by dlock)".into()),
+        id: holder.as_ref().map(|h| h.id.clone()),
+        token: FencingToken(
+            holder
+                .as_ref()
+                .and_then(|h| h.token)
+                .unwrap_or(entry.modify_index),
+        ),
+        locked_at: None,
+        lock_until: None,
+    })
+}
+
 /// Turns an error met while connecting into [`Error::Connect`].
 fn as_connect_error(target: &str, e: Error) -> Error {
     match e {
@@ -212,6 +261,7 @@ impl LockBackend for ConsulBackend {
         c.at_least_survives_exit = true;
         c.networked = true;
         c.poll_interval = Duration::from_secs(1);
+        c.list = true;
         c
     }
 
@@ -383,27 +433,19 @@ impl LockBackend for ConsulBackend {
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
         let key = self.key_for(name);
         let (entry, _) = self.http.get_key("inspect", &key, true, None).await?;
-        let Some(entry) = entry else { return Ok(None) };
-        if entry.holder().is_none() {
-            return Ok(None);
+        Ok(entry.and_then(|e| lock_info(name.clone(), &e)))
+    }
+
+    async fn list(&self) -> Result<Vec<LockInfo>> {
+        let prefix = format!("{}/", self.config.prefix);
+        let entries = self.http.get_prefix("list", &prefix).await?;
+        let mut held = Vec::new();
+        for e in entries.iter().filter(|e| e.holder().is_some()) {
+            if let Some(name) = name_of_key(&self.config.prefix, &e.key) {
+                held.extend(lock_info(name?, e));
+            }
         }
-        let holder = Holder::from_base64(entry.value.as_deref());
-        Ok(Some(LockInfo {
-            name: name.clone(),
-            owner: holder
-                .as_ref()
-                .map(|h| h.owner.clone())
-                .unwrap_or_else(|| "(value not written by dlock)".into()),
-            id: holder.as_ref().map(|h| h.id.clone()),
-            token: FencingToken(
-                holder
-                    .as_ref()
-                    .and_then(|h| h.token)
-                    .unwrap_or(entry.modify_index),
-            ),
-            locked_at: None,
-            lock_until: None,
-        }))
+        Ok(held)
     }
 
     async fn force_release(&self, name: &LockName) -> Result<bool> {
@@ -446,5 +488,30 @@ impl LockBackend for ConsulBackend {
 
     fn loss_signal(&self, lease: &Lease) -> Option<BoxFuture<'static, String>> {
         self.config.watch_loss.then(|| self.watch_for_loss(lease))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_decode_to_exactly_their_names() {
+        for n in ["a/b", "a", "ünï %", ".x", "..", "a.b", "%2F", "?#&"] {
+            let name = LockName::new(n).unwrap();
+            let key = format!("p/q/{}", name.path_segment());
+            assert_eq!(name_of_key("p/q", &key).unwrap().unwrap(), name);
+        }
+        // nested prefixes and foreign keys are not this backend's locks
+        assert!(name_of_key("p/q", "p/q/ns/a").is_none());
+        assert!(name_of_key("p/q", "p/qx").is_none());
+        assert!(name_of_key("p/q", "other/a").is_none());
+        // held keys that no name encodes to are errors, never panics
+        for bad in [
+            "p/q/", "p/q/a b", "p/q/%zz", "p/q/%ff", "p/q/%61", "p/q/.x", "p/q/%00",
+        ] {
+            let e = name_of_key("p/q", bad).unwrap().unwrap_err();
+            assert!(e.to_string().contains("encodes no lock name"), "{bad}: {e}");
+        }
     }
 }
