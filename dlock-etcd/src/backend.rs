@@ -1,4 +1,4 @@
-//! [`EtcdBackend`]: acquire, extend, release, inspect and force-release on etcd v3.
+//! [`EtcdBackend`]: acquire, extend, release, inspect, list and force-release on etcd v3.
 
 use crate::client::{self, Inner};
 use crate::config::EtcdConfig;
@@ -71,6 +71,34 @@ impl Inner {
 
     pub(crate) fn key(&self, name: &LockName) -> String {
         self.config.key(&name.path_segment())
+    }
+
+    /// The lock whose key is `key` (inverse of [`Inner::key`]); `None` for a
+    /// key one level deeper (a nested prefix's), an error for anything else.
+    fn name_of(&self, key: &[u8]) -> Result<Option<LockName>> {
+        let corrupt = || {
+            let key = String::from_utf8_lossy(key);
+            Error::backend_msg(
+                KIND,
+                "list",
+                format!("the key {key:?} under the lock prefix is not a dlock lock key"),
+            )
+        };
+        let seg = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| k.strip_prefix(&self.config.key("")))
+            .ok_or_else(corrupt)?;
+        if seg.contains('/') {
+            return Ok(None);
+        }
+        let name = percent_encoding::percent_decode_str(seg)
+            .decode_utf8()
+            .ok()
+            .and_then(|n| LockName::new(n).ok())
+            // Only the canonical encoding is a key inspect(name) would read.
+            .filter(|n| n.path_segment() == seg)
+            .ok_or_else(corrupt)?;
+        Ok(Some(name))
     }
 }
 
@@ -150,6 +178,7 @@ impl EtcdBackend {
         caps.networked = true;
         caps.poll_interval = Duration::from_secs(1);
         caps.server_clock = true;
+        caps.list = true;
         tracing::debug!(target = %inner.config.target(), min_ttl = inner.min_ttl, "dlock-etcd connected");
         Ok(EtcdBackend {
             inner: Arc::new(inner),
@@ -393,6 +422,25 @@ impl LockBackend for EtcdBackend {
         Ok(resp.kvs().first().map(|kv| info(name, kv)).transpose()?)
     }
 
+    async fn list(&self) -> Result<Vec<LockInfo>> {
+        let inner = &self.inner;
+        // One linearizable range read over `<prefix>/` (end: `<prefix>0`).
+        let from = inner.config.key("");
+        let resp = inner
+            .call("list", |mut c| {
+                let from = from.clone();
+                async move { c.get(from, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
+        let mut out = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            if let Some(name) = inner.name_of(kv.key())? {
+                out.push(info(&name, kv)?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn force_release(&self, name: &LockName) -> Result<bool> {
         let inner = &self.inner;
         let key = inner.key(name);
@@ -459,5 +507,28 @@ mod tests {
             ("host:1:x".to_string(), Some(id.to_string()))
         );
         assert_eq!(decode_value(b"foreign"), ("foreign".to_string(), None));
+    }
+
+    #[test]
+    fn key_names_round_trip() {
+        let config = EtcdConfig::parse("etcd://127.0.0.1/p/q").unwrap();
+        let inner = Inner::new(config, etcd_client::ConnectOptions::new(), 0);
+        for n in ["a", "a/b", "ünï %", ".x", "a.b", "%41", " "] {
+            let name = LockName::new(n).unwrap();
+            let got = inner.name_of(inner.key(&name).as_bytes()).unwrap();
+            assert_eq!(got, Some(name));
+        }
+        assert_eq!(inner.name_of(b"p/q/sub/a").unwrap(), None);
+        for bad in [
+            &b"p/q/"[..],
+            b"p/q/%41",
+            b"p/q/%zz",
+            b"p/q/%00",
+            b"p/q/a b",
+            b"p/q/\xff",
+        ] {
+            let e = inner.name_of(bad).unwrap_err();
+            assert!(e.to_string().contains("not a dlock lock key"), "{e}");
+        }
     }
 }

@@ -16,7 +16,7 @@
 //!   (no polling); a guard's loss signal watches its key for deletion.
 //! - **Keys**: `<prefix>/<LockName::path_segment>`; a name's `/` is encoded,
 //!   so lock `a` and lock `a/b` never meet, and nothing outside the prefix
-//!   is touched (no range operations).
+//!   is touched (the only range read is `list`, over `<prefix>/`).
 //!
 //! URL: `etcd://[user:password@]host:port[,host:port...][/prefix][?options]`,
 //! `etcds://` for TLS. Options: `connect_timeout`, `request_timeout`,

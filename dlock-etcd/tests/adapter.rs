@@ -118,6 +118,18 @@ async fn keys_stay_inside_the_prefix_and_names_never_collide() {
         .collect();
     want.sort();
     assert_eq!(keys, want);
+    // list() reads back exactly these names, not the sentinels around them.
+    let mut listed: Vec<String> = b
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name.as_str().to_string())
+        .collect();
+    listed.sort();
+    let mut want_names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want_names.sort();
+    assert_eq!(listed, want_names);
     for (n, l) in names.iter().zip(&leases) {
         assert_eq!(b.key_of(&l.name), format!("{ns}/{}", l.name.path_segment()));
         // The stored value names the acquisition and owner.
