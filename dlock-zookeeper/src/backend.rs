@@ -134,6 +134,7 @@ impl LockBackend for ZookeeperBackend {
     /// - Waiters are woken by a watch on their predecessor.
     /// - `at_least` survives the holder's exit after release: the marker is
     ///   written atomically with the node's deletion and timed by the leader.
+    /// - `list`: the root's children, each judged like `inspect`.
     fn capabilities(&self) -> Capabilities {
         let t = self.session_timeout();
         let mut c = Capabilities::new();
@@ -146,6 +147,7 @@ impl LockBackend for ZookeeperBackend {
         c.networked = true;
         c.poll_interval = Duration::from_millis(200);
         c.server_clock = true;
+        c.list = true;
         c
     }
 
@@ -171,6 +173,10 @@ impl LockBackend for ZookeeperBackend {
 
     async fn inspect(&self, name: &LockName) -> Result<Option<LockInfo>> {
         admin::inspect(self.session().await?, name).await
+    }
+
+    async fn list(&self) -> Result<Vec<LockInfo>> {
+        admin::list(self.session().await?).await
     }
 
     async fn force_release(&self, name: &LockName) -> Result<bool> {

@@ -32,7 +32,12 @@ impl LockPaths {
     /// so no `/`, `.`, `..` or empty segment, and no character ZooKeeper
     /// refuses, ever reaches a path.
     pub fn new(root: &str, name: &LockName) -> Self {
-        let dir = format!("{root}/{}", name.path_segment());
+        Self::of_segment(root, &name.path_segment())
+    }
+
+    /// The paths of the lock directory `<root>/<segment>`, as listed.
+    pub fn of_segment(root: &str, segment: &str) -> Self {
+        let dir = format!("{root}/{segment}");
         let hold = format!("{dir}/{HOLD}");
         LockPaths { dir, hold }
     }
@@ -46,6 +51,17 @@ impl LockPaths {
     pub fn child(&self, child: &str) -> String {
         format!("{}/{child}", self.dir)
     }
+}
+
+/// The lock name a directory segment encodes: the exact inverse of
+/// [`LockName::path_segment`]. `None` for anything that encoding cannot
+/// produce (bad escapes, invalid UTF-8, non-canonical spelling).
+pub fn name_of_segment(segment: &str) -> Option<LockName> {
+    let name = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()?;
+    let name = LockName::new(name.into_owned()).ok()?;
+    (name.path_segment() == segment).then_some(name)
 }
 
 /// A contender child, parsed from its name.
@@ -210,6 +226,17 @@ mod tests {
         }
         let longest = LockName::new("é".repeat(127)).unwrap();
         assert!(LockPaths::new("/r", &longest).dir.len() < 1000);
+    }
+
+    #[test]
+    fn segments_decode_exactly() {
+        for n in ["a/b", "ünï %", ".x", "a.b", "%41", " ", "🔒"] {
+            let name = LockName::new(n).unwrap();
+            assert_eq!(name_of_segment(&name.path_segment()), Some(name));
+        }
+        for seg in ["%", "%4", "%zz", "%41", "%2e", ".x", "a b", "%FF", ""] {
+            assert_eq!(name_of_segment(seg), None, "{seg}");
+        }
     }
 
     #[test]

@@ -393,3 +393,70 @@ async fn at_least_marker_is_timed_by_the_server() {
     assert!(waited < Duration::from_secs(4), "took {waited:?}");
     g2.release().await.unwrap();
 }
+
+#[tokio::test]
+async fn list_matches_inspect_and_counts_at_least() {
+    let root = unique_root("list");
+    let (a, b) = (backend(&root).await, backend(&root).await);
+    let la = locker(&a, "a");
+    let held = la
+        .try_lock("held/ü %", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    let marked = la
+        .acquire("marked")
+        .lock_for(Duration::from_secs(10))
+        .at_least(Duration::from_millis(1500))
+        .try_lock()
+        .await
+        .unwrap()
+        .unwrap();
+    marked.release().await.unwrap();
+    let freed = la
+        .try_lock("freed", Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    freed.release().await.unwrap();
+    // A node under the root that is no lock directory, and holds nothing.
+    let client = b.client().await.unwrap();
+    let opts =
+        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    client
+        .create(&format!("{root}/not%zz"), b"", &opts)
+        .await
+        .unwrap();
+
+    let listed = locker(&b, "b").list().await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["held/ü %", "marked"]);
+    for info in &listed {
+        let inspected = b.inspect(&info.name).await.unwrap().unwrap();
+        assert_eq!(info, &inspected);
+    }
+    assert!(listed[1].lock_until.is_some() && listed[1].locked_at.is_none());
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let listed = b.list().await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["held/ü %"], "the at_least marker ran out");
+
+    // A held directory whose segment no name encodes to is a clear error.
+    client
+        .create(&format!("{root}/%zz"), b"", &opts)
+        .await
+        .unwrap();
+    let eph =
+        zookeeper_client::CreateMode::Ephemeral.with_acls(zookeeper_client::Acls::anyone_all());
+    client
+        .create(&format!("{root}/%zz/n-abc-0000000001"), b"", &eph)
+        .await
+        .unwrap();
+    let e = b.list().await.unwrap_err();
+    assert!(
+        matches!(e, Error::Backend { .. }) && e.to_string().contains("%zz"),
+        "{e}"
+    );
+    held.release().await.unwrap();
+}
