@@ -257,6 +257,9 @@ impl LockBackend for ConsulBackend {
         // abandoned lock may stay taken for up to another lease length.
         // See the crate docs on what this number covers.
         c.expiry_slack = crate::EXPIRY_SLACK;
+        // at_least after release is a session of at least 10 s: if the
+        // holder exits, Consul ends it within twice that.
+        c.at_least_slack = crate::EXPIRY_SLACK;
         c.release_notifies_waiters = true;
         c.at_least_survives_exit = true;
         c.networked = true;

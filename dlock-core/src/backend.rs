@@ -19,6 +19,11 @@ pub struct Capabilities {
     pub lease_granularity: Duration,
     /// How much later than `at_most` an abandoned lock may become free.
     pub expiry_slack: Duration,
+    /// How much later than `acquired + at_least` a lock released early may
+    /// become free (backends that time the `at_least` hold with coarse
+    /// leases, e.g. whole seconds with a minimum, hold it a little longer;
+    /// never shorter).
+    pub at_least_slack: Duration,
     /// Whether a release wakes waiters at once (otherwise they poll).
     pub release_notifies_waiters: bool,
     /// Whether `lock_at_least_for` holds after the holder process exits.
@@ -44,6 +49,7 @@ impl Capabilities {
             max_lease: None,
             lease_granularity: Duration::from_micros(1),
             expiry_slack: Duration::from_millis(50),
+            at_least_slack: Duration::from_millis(50),
             release_notifies_waiters: false,
             at_least_survives_exit: true,
             networked: true,

@@ -173,6 +173,9 @@ impl EtcdBackend {
         // them through raft: an abandoned lock frees about 0.5 s after its
         // TTL (measured 0.49-0.52 s on 3.4).
         caps.expiry_slack = Duration::from_secs(1);
+        // at_least after an early release is a fresh lease of whole seconds,
+        // at least the minimum TTL, then the same ~0.5 s expiry delay.
+        caps.at_least_slack = caps.min_lease.max(Duration::from_secs(1)) + Duration::from_secs(1);
         caps.release_notifies_waiters = true;
         caps.at_least_survives_exit = true;
         caps.networked = true;

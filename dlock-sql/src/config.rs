@@ -151,6 +151,27 @@ pub fn missing_columns_error(table: &str, present: &[String]) -> Option<Error> {
     )))
 }
 
+/// What every SQL dialect declares: the database's clock decides in the
+/// acquiring statement, to the microsecond; dialects adjust the rest.
+pub(crate) fn sql_capabilities(
+    expiry_slack: Duration,
+    poll_interval: Duration,
+) -> dlock_core::Capabilities {
+    let mut c = dlock_core::Capabilities::new();
+    // Below this the local safety margin (1% + 2 ms) and a round trip eat the lease.
+    c.min_lease = Duration::from_millis(50);
+    c.max_lease = Some(Duration::from_secs(100 * 365 * 86_400));
+    c.lease_granularity = Duration::from_micros(1);
+    c.expiry_slack = expiry_slack;
+    c.at_least_slack = expiry_slack;
+    c.release_notifies_waiters = false;
+    c.at_least_survives_exit = true;
+    c.networked = true;
+    c.poll_interval = poll_interval;
+    c.list = true;
+    c
+}
+
 /// A token column's value as a fencing token; a negative one is a corrupt table.
 pub(crate) fn token_of(backend: &'static str, v: i64) -> Result<dlock_core::FencingToken> {
     u64::try_from(v).map(dlock_core::FencingToken).map_err(|_| {

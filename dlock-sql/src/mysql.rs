@@ -444,19 +444,7 @@ impl LockBackend for MysqlBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::new();
-        // Below this the local safety margin (1% + 2 ms) and a round trip
-        // eat the lease.
-        c.min_lease = Duration::from_millis(50);
-        c.max_lease = Some(Duration::from_secs(100 * 365 * 86_400));
-        c.lease_granularity = Duration::from_micros(1);
-        c.expiry_slack = Duration::from_millis(50);
-        c.release_notifies_waiters = false;
-        c.at_least_survives_exit = true;
-        c.networked = true;
-        c.poll_interval = Duration::from_millis(100);
-        c.list = true;
-        c
+        config::sql_capabilities(Duration::from_millis(50), Duration::from_millis(100))
     }
 
     async fn try_acquire(&self, spec: &LockSpec) -> Result<Option<Lease>> {

@@ -490,19 +490,10 @@ impl LockBackend for PostgresBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::new();
-        // Below this the local safety margin (1% + 2 ms) and a round trip
-        // eat the lease.
-        c.min_lease = Duration::from_millis(50);
-        c.max_lease = Some(Duration::from_secs(100 * 365 * 86_400));
-        c.lease_granularity = Duration::from_micros(1);
-        c.expiry_slack = Duration::from_millis(50);
+        let poll = Duration::from_millis(if self.tx_pooling { 100 } else { 500 });
+        let mut c = config::sql_capabilities(Duration::from_millis(50), poll);
         // Behind a transaction pooler there is no LISTEN: waiters poll.
         c.release_notifies_waiters = !self.tx_pooling;
-        c.at_least_survives_exit = true;
-        c.networked = true;
-        c.poll_interval = Duration::from_millis(if self.tx_pooling { 100 } else { 500 });
-        c.list = true;
         c
     }
 

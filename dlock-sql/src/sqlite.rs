@@ -257,19 +257,10 @@ impl LockBackend for SqliteBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut c = Capabilities::new();
-        // Below this the local safety margin (1% + 2 ms) eats the lease.
-        c.min_lease = Duration::from_millis(50);
-        c.max_lease = Some(Duration::from_secs(100 * 365 * 86_400));
-        c.lease_granularity = Duration::from_micros(1);
-        c.expiry_slack = Duration::from_millis(20);
-        c.release_notifies_waiters = false;
-        c.at_least_survives_exit = true;
+        let mut c = config::sql_capabilities(Duration::from_millis(20), Duration::from_millis(50));
         c.networked = false;
         // Embedded: SQLite reads the clock of the process running the statement.
         c.server_clock = false;
-        c.poll_interval = Duration::from_millis(50);
-        c.list = true;
         c
     }
 

@@ -528,7 +528,7 @@ async fn at_least_after_release(ctx: Ctx) -> CaseResult {
         "it was released before lock_at_least_for passed",
     )
     .await?;
-    let (g2, took) = take_when_free(&b, &name, at_most, t0, ctx.expiry_bound(at_least)).await?;
+    let (g2, took) = take_when_free(&b, &name, at_most, t0, ctx.at_least_bound(at_least)).await?;
     ensure!(
         took >= just_under(at_least),
         "lock_at_least_for {at_least:?} ended after only {took:?}"
@@ -567,7 +567,7 @@ async fn at_least_after_exit(ctx: Ctx) -> CaseResult {
         "its holder released early and exited within lock_at_least_for",
     )
     .await?;
-    let bound = ctx.expiry_bound(at_least);
+    let bound = ctx.at_least_bound(at_least);
     let (g, _) = take_when_free(&b, &name, at_most, t_released, bound).await?;
     let since_spawn = t_spawn.elapsed();
     ensure!(
@@ -1361,7 +1361,7 @@ async fn released_lease_is_stale(ctx: Ctx) -> CaseResult {
         is_lost(&r),
         "releasing a released lease twice answered {r:?}, expected LockLost"
     );
-    let (g2, _) = take_when_free(&b, &name, at_most, t0, ctx.expiry_bound(at_least))
+    let (g2, _) = take_when_free(&b, &name, at_most, t0, ctx.at_least_bound(at_least))
         .await
         .map_err(|e| format!("after the stale extend of a released lease: {e}"))?;
     g2.release().await.ctx("release")

@@ -88,6 +88,12 @@ impl Ctx {
         lease + self.caps.expiry_slack + Duration::from_millis(1500)
     }
 
+    /// The longest a lock released early may stay taken: `at_least` plus the
+    /// declared `at_least_slack`, plus the same margin as [`Ctx::expiry_bound`].
+    pub fn at_least_bound(&self, at_least: Duration) -> Duration {
+        at_least + self.caps.at_least_slack + Duration::from_millis(1500)
+    }
+
     /// A spec for `name` by `owner` with `at_most`.
     pub fn spec(&self, name: &str, owner: &str, at_most: Duration) -> LockSpec {
         LockSpec::new(LockName::new(name).expect("valid name"), owner, at_most).expect("valid spec")

@@ -142,6 +142,8 @@ impl LockBackend for ZookeeperBackend {
         c.max_lease = Some(Duration::from_secs(100 * 365 * 86_400));
         c.lease_granularity = Duration::from_millis(1);
         c.expiry_slack = t + t / 2;
+        // The at_least marker is compared with a server timestamp (ms).
+        c.at_least_slack = Duration::from_millis(500);
         c.release_notifies_waiters = true;
         c.at_least_survives_exit = true;
         c.networked = true;
