@@ -158,15 +158,13 @@ pub struct LockGuard {
 
 impl std::fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.is_held();
         let lease = self.shared.lease();
         f.debug_struct("LockGuard")
             .field("name", &lease.name)
             .field("owner", &lease.owner)
             .field("token", &lease.token)
-            .field(
-                "held",
-                &(self.shared.lost_reason().is_none() && lease.is_valid_now()),
-            )
+            .field("held", &held)
             .finish()
     }
 }

@@ -968,19 +968,15 @@ async fn skewed_client_clock(ctx: Ctx) -> CaseResult {
     let name = ctx.name("x");
     let lease = ctx.lease();
     let skew = |offset: &'static str| {
-        vec![
-            ("LD_PRELOAD", lib.clone()),
-            ("FAKETIME", offset.to_string()),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
-            ("FAKETIME_NO_CACHE", "1".to_string()),
+        [
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME", offset),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ("FAKETIME_NO_CACHE", "1"),
         ]
     };
-    let env_ref = |v: &Vec<(&'static str, String)>| {
-        v.iter().map(|(k, s)| (*k, s.clone())).collect::<Vec<_>>()
-    };
     // A holder whose clock runs two hours ahead: the lock must not look expired to anyone.
-    let ahead = env_ref(&skew("+2h"));
-    let ahead: Vec<(&str, &str)> = ahead.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let ahead = skew("+2h");
     let t_spawn = Instant::now();
     let mut child = ctx.spawn_child_env(
         Role::Hold {
@@ -1022,8 +1018,7 @@ async fn skewed_client_clock(ctx: Ctx) -> CaseResult {
     ensure!(g.token().0 > token, "token did not grow");
     child.kill().await?;
     // A contender whose clock runs two hours behind must still see the lock held...
-    let behind = env_ref(&skew("-2h"));
-    let behind: Vec<(&str, &str)> = behind.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let behind = skew("-2h");
     let try_role = Role::Try {
         name: name.clone(),
         owner: "skewed-behind".into(),

@@ -64,9 +64,6 @@ pub enum Role {
     },
 }
 
-/// Back-compat alias: the spec of a child is its role.
-pub type ChildSpec = Role;
-
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     url: String,

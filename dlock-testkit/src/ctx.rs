@@ -1,6 +1,6 @@
 //! What every case receives: fresh connections, lockers, lease sizes, children.
 
-use crate::child::{ChildProc, ChildSpec};
+use crate::child::{ChildProc, Role};
 use crate::{ConnectFn, Prepared};
 use dlock_core::{Capabilities, LockBackend, LockName, LockSpec, Locker};
 use std::sync::Arc;
@@ -100,16 +100,12 @@ impl Ctx {
     }
 
     /// Spawns this test binary as a child process playing `spec`'s role.
-    pub fn spawn_child(&self, spec: ChildSpec) -> Result<ChildProc, String> {
+    pub fn spawn_child(&self, spec: Role) -> Result<ChildProc, String> {
         ChildProc::spawn(&self.url, spec, &[])
     }
 
     /// Like [`Ctx::spawn_child`], with extra environment variables.
-    pub fn spawn_child_env(
-        &self,
-        spec: ChildSpec,
-        env: &[(&str, &str)],
-    ) -> Result<ChildProc, String> {
+    pub fn spawn_child_env(&self, spec: Role, env: &[(&str, &str)]) -> Result<ChildProc, String> {
         ChildProc::spawn(&self.url, spec, env)
     }
 }

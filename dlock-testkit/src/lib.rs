@@ -26,7 +26,7 @@ mod history;
 mod proxy;
 
 pub use cases::{cases, Case, Needs};
-pub use child::{After, ChildProc, ChildSpec, Role};
+pub use child::{After, ChildProc, Role};
 pub use ctx::{Context, Ctx};
 pub use history::{check_history, Hold};
 pub use proxy::Proxy;
