@@ -6,12 +6,13 @@ use crate::config::ConsulConfig;
 use crate::http::Http;
 use crate::record::{Handle, Holder};
 use crate::KIND;
+use dlock_core::BootInstant;
 use dlock_core::{
     async_trait, new_acquisition_id, Capabilities, Error, FencingToken, Lease, LockBackend,
     LockInfo, LockName, LockSpec, Result,
 };
 use futures::future::BoxFuture;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Shortest session TTL Consul accepts (its `session_ttl_min` default).
 pub const MIN_TTL: Duration = Duration::from_secs(10);
@@ -275,7 +276,7 @@ impl LockBackend for ConsulBackend {
         let id = new_acquisition_id();
         let value = Holder::new(&spec.name, &spec.owner, &id, None).to_base64()?;
         // The session's TTL starts when Consul creates it, after this instant.
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         // Until it is handed out with a lease, every way out of this function
         // (errors, a held lock, cancellation) destroys the session.
         let session = self
@@ -286,7 +287,7 @@ impl LockBackend for ConsulBackend {
             .http
             .txn(OP, &[kv_op("lock", &key, Some(session.id()), Some(&value))])
             .await?;
-        let answered = Instant::now();
+        let answered = BootInstant::now();
         match outcome {
             TxnOutcome::Committed(entries) => {
                 let Some(token) = entries.first().map(|e| e.modify_index).filter(|i| *i > 0) else {
@@ -326,7 +327,7 @@ impl LockBackend for ConsulBackend {
             .check_lease(KIND, "extension", lock_for)?;
         let handle = Handle::of(lease)?;
         let key = self.key_for(&lease.name);
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let mut new = lease.clone();
         if lock_for == lease.at_most {
             // Renewal restarts the session's own TTL, which is `lock_for`.
@@ -378,7 +379,7 @@ impl LockBackend for ConsulBackend {
             .checked_add(handle.rtt.saturating_add(lease.at_least));
         let remaining = match hold_until {
             _ if lease.at_least.is_zero() => Duration::ZERO,
-            Some(t) => t.saturating_duration_since(Instant::now()),
+            Some(t) => t.saturating_duration_since(BootInstant::now()),
             None => MAX_TTL,
         };
         if remaining.is_zero() {
@@ -424,7 +425,7 @@ impl LockBackend for ConsulBackend {
         let http = self.http.clone();
         if let (Ok(rt), Some(free_at)) = (tokio::runtime::Handle::try_current(), free_at) {
             rt.spawn(async move {
-                tokio::time::sleep_until(free_at.into()).await;
+                dlock_core::clock::sleep_until(free_at).await;
                 if let Err(e) = http.destroy_session(&session).await {
                     tracing::debug!(backend = KIND, error = %e, "dlock: ending an at_least session on time failed; its TTL ends it");
                 }

@@ -1,6 +1,6 @@
 //! The trait every coordinator adapter implements.
 
-use crate::{Error, Lease, LockInfo, LockName, LockSpec, Result};
+use crate::{Error, Lease, LockInfo, LockName, LockSpec, Result, ValidityBound};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use rand::Rng;
@@ -185,6 +185,16 @@ pub trait LockBackend: Send + Sync + 'static {
     /// stream failed). `None` when the backend has no such signal; the guard
     /// then relies on extension results and local validity.
     fn loss_signal(&self, lease: &Lease) -> Option<BoxFuture<'static, String>> {
+        let _ = lease;
+        None
+    }
+
+    /// A bound on how long `lease` can be proven valid besides its own
+    /// length, for a backend whose leases can end sooner than
+    /// `lock_at_most_for` (a ZooKeeper session that may expire first).
+    /// The guard takes the minimum of both in `is_held()` and `lost()`.
+    /// `None` (the default): the lease's own validity is the only bound.
+    fn validity_bound(&self, lease: &Lease) -> Option<ValidityBound> {
         let _ = lease;
         None
     }

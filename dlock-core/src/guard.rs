@@ -1,12 +1,13 @@
 //! [`LockGuard`]: a held lock with keep-alive, a loss signal and release.
 
+use crate::clock::{self, BootInstant};
+use crate::validity::Validity;
 use crate::{Error, FencingToken, Lease, LockBackend, LockName, Result};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::future::IntoFuture;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -22,35 +23,37 @@ use tracing::Instrument;
 /// # }
 /// # async fn do_work() {}
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LostSignal {
-    rx: watch::Receiver<Option<String>>,
+    validity: Arc<Validity>,
+}
+
+impl std::fmt::Debug for LostSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LostSignal")
+            .field("reason", &self.reason())
+            .finish()
+    }
 }
 
 impl LostSignal {
-    /// True once the lease is known or presumed gone.
+    /// True once the lease is known or presumed gone (also once its local
+    /// validity has run out, whether or not any task noticed).
     pub fn is_lost(&self) -> bool {
-        self.rx.borrow().is_some()
+        self.validity.check().is_some()
     }
 
     /// The reason, once lost.
     pub fn reason(&self) -> Option<String> {
-        self.rx.borrow().clone()
+        self.validity.check()
     }
 
-    /// Waits until the lease is lost and returns why. Never completes for a
-    /// lease that is released normally and never lost.
+    /// Waits until the lease is lost and returns why: no later than the end
+    /// of its local validity, even if the task or runtime that kept it alive
+    /// is gone. Never completes for a lease that is released normally and
+    /// never lost.
     pub async fn wait(&self) -> String {
-        let mut rx = self.rx.clone();
-        loop {
-            if let Some(r) = rx.borrow_and_update().clone() {
-                return r;
-            }
-            if rx.changed().await.is_err() {
-                // The guard is gone without a loss: never complete.
-                futures::future::pending::<()>().await;
-            }
-        }
+        self.validity.wait_lost().await
     }
 }
 
@@ -64,46 +67,29 @@ impl IntoFuture for LostSignal {
 
 pub(crate) struct GuardShared {
     backend: Arc<dyn LockBackend>,
-    lease: Mutex<Lease>,
-    lost_tx: watch::Sender<Option<String>>,
-    /// Serializes extend and release so a release never races an extension.
+    validity: Arc<Validity>,
+    /// Serializes extend and release so a release never races an extension,
+    /// and a keep-alive never works from a stale view of the lease.
     op_lock: tokio::sync::Mutex<()>,
 }
 
 impl GuardShared {
-    fn lease(&self) -> MutexGuard<'_, Lease> {
-        // A poisoned lock only means a panic elsewhere; the lease data is plain.
-        self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    fn lease(&self) -> Lease {
+        self.validity.lease()
     }
 
-    fn mark_lost(&self, reason: String) {
-        let first = self.lost_tx.send_if_modified(|cur| {
-            if cur.is_none() {
-                *cur = Some(reason.clone());
-                true
-            } else {
-                false
-            }
-        });
-        if first {
-            let name = self.lease().name.clone();
-            tracing::warn!(backend = self.backend.kind(), lock = %name, %reason, "dlock lease lost");
-            metrics::counter!("dlock_lost_total", "backend" => self.backend.kind()).increment(1);
-        }
-    }
-
-    fn lost_reason(&self) -> Option<String> {
-        self.lost_tx.borrow().clone()
+    fn lost_error(&self, reason: String) -> Error {
+        Error::lost(&self.validity.name(), reason)
     }
 
     /// Sends the release of the current lease (explicit or on drop), with
     /// its span and metrics.
     async fn send_release(&self) -> Result<()> {
-        let lease = self.lease().clone();
+        let lease = self.lease();
         let kind = self.backend.kind();
         let span = tracing::debug_span!("dlock.release", backend = kind, lock = %lease.name, token = lease.token.0);
         let r = self.backend.release(&lease).instrument(span).await;
-        if self.lost_reason().is_none() {
+        if self.validity.check().is_none() {
             metrics::histogram!("dlock_hold_seconds", "backend" => kind)
                 .record(lease.acquired_at.elapsed().as_secs_f64());
         }
@@ -113,34 +99,48 @@ impl GuardShared {
         r
     }
 
+    /// A user's extension.
     async fn extend(&self, lock_for: Duration) -> Result<()> {
         let _op = self.op_lock.lock().await;
-        if let Some(r) = self.lost_reason() {
-            let name = self.lease().name.clone();
-            return Err(Error::lost(&name, r));
+        self.extend_locked(lock_for).await
+    }
+
+    /// The keep-alive's extension: with the lease's *current* length, read
+    /// under the operation lock, so it never re-applies a length a manual
+    /// extension has just replaced. Does nothing if a manual extension
+    /// moved the renew point while this waited.
+    async fn renew(&self) -> Result<()> {
+        let _op = self.op_lock.lock().await;
+        let lease = self.lease();
+        if !renew_point(&lease).has_passed() {
+            return Ok(());
         }
-        let lease = {
-            // If the new length is shorter than what is left, count on the
-            // shorter one from now on: should this call be cancelled after the
-            // coordinator applied it, the guard must not believe the longer.
-            let mut l = self.lease();
-            let shorter = crate::local_valid_until(Instant::now(), lock_for);
-            if shorter < l.valid_until {
-                l.valid_until = shorter;
-            }
-            l.clone()
-        };
+        self.extend_locked(lease.at_most).await
+    }
+
+    async fn extend_locked(&self, lock_for: Duration) -> Result<()> {
+        if let Some(r) = self.validity.check() {
+            return Err(self.lost_error(r));
+        }
+        // If the new length is shorter than what is left, count on the
+        // shorter one from now on: should this call be cancelled after the
+        // coordinator applied it, the guard must not believe the longer.
+        self.validity
+            .shorten_to(crate::local_valid_until(BootInstant::now(), lock_for));
+        let lease = self.lease();
         let span = tracing::debug_span!("dlock.extend", backend = self.backend.kind(), lock = %lease.name, token = lease.token.0);
         match self.backend.extend(&lease, lock_for).instrument(span).await {
-            Ok(new) => {
-                *self.lease() = new;
-                Ok(())
-            }
+            // An answer that arrives after the loss was declared (the
+            // deadline passed while it was in flight) does not revive it.
+            Ok(new) => self
+                .validity
+                .accept_extension(new)
+                .map_err(|r| self.lost_error(r)),
             Err(e) => {
                 metrics::counter!("dlock_extend_failures_total", "backend" => self.backend.kind())
                     .increment(1);
                 if e.is_lock_lost() {
-                    self.mark_lost(e.to_string());
+                    self.validity.mark_lost(e.to_string());
                 }
                 Err(e)
             }
@@ -180,12 +180,12 @@ impl LockGuard {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::InvalidConfig("dlock guards need a tokio runtime to keep their lease".into())
         })?;
-        let (lost_tx, _) = watch::channel(None);
         let loss = backend.loss_signal(&lease);
+        let bound = backend.validity_bound(&lease);
+        let validity = Arc::new(Validity::new(backend.kind(), lease, bound));
         let shared = Arc::new(GuardShared {
             backend,
-            lease: Mutex::new(lease),
-            lost_tx,
+            validity,
             op_lock: tokio::sync::Mutex::new(()),
         });
         let watchdog = runtime.spawn(watchdog(Arc::downgrade(&shared), keep_alive, loss));
@@ -198,7 +198,7 @@ impl LockGuard {
 
     /// The lock name.
     pub fn name(&self) -> LockName {
-        self.shared.lease().name.clone()
+        self.shared.validity.name()
     }
 
     /// The fencing token of this acquisition.
@@ -208,31 +208,37 @@ impl LockGuard {
 
     /// A copy of the current lease (its validity moves with extensions).
     pub fn lease(&self) -> Lease {
-        self.shared.lease().clone()
+        self.shared.lease()
     }
 
-    /// True while the lease is valid by the local monotonic clock and no
-    /// loss has been detected. Turns false no later than the coordinator's expiry.
+    /// True while the lease can be proven valid by the local clock (which
+    /// counts suspended time) and no loss has been detected. Turns false no
+    /// later than the coordinator's expiry, and once false it stays false:
+    /// the guard is then lost, [`LockGuard::lost`] completes and every
+    /// operation answers [`Error::LockLost`].
     pub fn is_held(&self) -> bool {
-        !self.done && self.shared.lost_reason().is_none() && self.shared.lease().is_valid_now()
+        !self.done && self.shared.validity.check().is_none()
     }
 
     /// A future that completes when the lease is gone or can no longer be
-    /// proven (expired without extension, extension refused, coordinator gone).
+    /// proven (expired without extension, extension refused, coordinator gone),
+    /// no later than the end of its local validity.
     pub fn lost(&self) -> LostSignal {
         LostSignal {
-            rx: self.shared.lost_tx.subscribe(),
+            validity: self.shared.validity.clone(),
         }
     }
 
     /// Extends the lease to `lock_for` from now, by the coordinator's clock.
-    /// [`Error::LockLost`] if it is no longer ours.
+    /// [`Error::LockLost`] if it is no longer ours, or was declared lost
+    /// before the coordinator's answer arrived.
     pub async fn extend(&self, lock_for: Duration) -> Result<()> {
         self.shared.extend(lock_for).await
     }
 
     /// Releases the lock, honouring `lock_at_least_for`, and reports errors.
-    /// A lease that was lost while held is [`Error::LockLost`]: the work that
+    /// A lease that was lost while held (also: whose local validity ran out
+    /// before the release completed) is [`Error::LockLost`]: the work that
     /// ran under it was not protected for its whole duration. (A release is
     /// still sent then, matched on this acquisition, in case a cancelled
     /// extension revived the lease at the coordinator.)
@@ -250,8 +256,10 @@ impl LockGuard {
         }
         let sent = shared.send_release().await;
         self.done = true;
-        if let Some(reason) = shared.lost_reason() {
-            return Err(Error::lost(&shared.lease().name, reason));
+        let lost = shared.validity.check();
+        shared.validity.end();
+        if let Some(reason) = lost {
+            return Err(shared.lost_error(reason));
         }
         sent
     }
@@ -276,9 +284,11 @@ impl Drop for LockGuard {
                         w.abort();
                         let _ = w.await;
                     }
+                    let lost = shared.validity.check();
+                    shared.validity.end();
                     if let Err(e) = shared.send_release().await {
-                        let lease = shared.lease().clone();
-                        if shared.lost_reason().is_none() {
+                        if lost.is_none() {
+                            let lease = shared.lease();
                             tracing::warn!(backend = shared.backend.kind(), lock = %lease.name, error = %e,
                                 "dlock: background release on drop failed; the lease expires by itself");
                         }
@@ -297,7 +307,11 @@ impl Drop for LockGuard {
     }
 }
 
-/// Keeps the lease alive (or watches it run out) and marks loss.
+/// Keeps the lease alive (or watches it run out) and reports what the
+/// backend learns on its own. Expiry itself needs no task: the validity
+/// latches it whenever anyone looks, and loss waiters time it themselves;
+/// this task only has to look at the deadline so the loss is logged and
+/// counted promptly.
 async fn watchdog(
     shared: std::sync::Weak<GuardShared>,
     keep_alive: bool,
@@ -310,64 +324,60 @@ async fn watchdog(
     let mut retry_delay = Duration::from_millis(50);
     loop {
         let Some(s) = shared.upgrade() else { return };
-        let lease = s.lease().clone();
-        drop(s);
+        if s.validity.check().is_some() {
+            return;
+        }
+        let deadline = s.validity.deadline();
         let wake = if keep_alive {
-            renew_point(&lease).max(Instant::now())
+            renew_point(&s.lease()).min(deadline)
         } else {
-            lease.valid_until
+            deadline
         };
+        drop(s);
         tokio::select! {
-            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = clock::sleep_until(wake) => {}
             reason = &mut loss => {
-                if let Some(s) = shared.upgrade() { s.mark_lost(reason); }
+                if let Some(s) = shared.upgrade() { s.validity.mark_lost(reason); }
                 return;
             }
         }
         let Some(s) = shared.upgrade() else { return };
-        let lease = s.lease().clone();
-        let lease_len = lease.at_most;
-        let current = lease.valid_until;
-        if Instant::now() >= current {
-            s.mark_lost(
-                "lease expired: lock_at_most_for passed without a successful extension".into(),
-            );
+        if s.validity.check().is_some() {
             return;
         }
-        if !keep_alive || Instant::now() < renew_point(&lease) {
-            // Extended in the meantime (by hand): sleep until the new point.
+        if !keep_alive || !renew_point(&s.lease()).has_passed() {
+            // Not due (a bound moved, or extended by hand): sleep again.
             continue;
         }
-        let deadline = tokio::time::sleep_until(current.into());
+        let deadline = s.validity.deadline();
         tokio::select! {
-            r = s.extend(lease_len) => match r {
+            r = s.renew() => match r {
                 Ok(()) => retry_delay = Duration::from_millis(50),
                 Err(e) if e.is_lock_lost() => return,
                 Err(e) => {
-                    tracing::warn!(backend = s.backend.kind(), lock = %lease.name, error = %e, "dlock: keep-alive failed, retrying");
+                    let lease_len = s.lease().at_most;
+                    tracing::warn!(backend = s.backend.kind(), lock = %s.validity.name(), error = %e, "dlock: keep-alive failed, retrying");
                     let pause = retry_delay.min(lease_len / 10);
                     retry_delay = (retry_delay * 2).min(Duration::from_secs(2));
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
-                        reason = &mut loss => { s.mark_lost(reason); return; }
+                        reason = &mut loss => { s.validity.mark_lost(reason); return; }
                     }
-                    if Instant::now() >= s.lease().valid_until {
-                        s.mark_lost(format!("lease ran out while the coordinator could not be reached: {e}"));
+                    if s.validity.check().is_some() {
                         return;
                     }
                 }
             },
-            _ = deadline => {
-                s.mark_lost("lease ran out while an extension was still in flight".into());
-                return;
-            }
-            reason = &mut loss => { s.mark_lost(reason); return; }
+            // The deadline passed with the extension still in flight: the
+            // next look at the validity latches the loss.
+            _ = clock::sleep_until(deadline) => {}
+            reason = &mut loss => { s.validity.mark_lost(reason); return; }
         }
     }
 }
 
 /// When keep-alive extends: a third of the lease after the last grant.
-fn renew_point(lease: &Lease) -> Instant {
+fn renew_point(lease: &Lease) -> BootInstant {
     lease
         .valid_until
         .checked_sub(lease.at_most.mul_f64(2.0 / 3.0))

@@ -1,8 +1,8 @@
 //! What a successful acquisition returns: [`Lease`] and [`FencingToken`].
 
-use crate::LockName;
+use crate::{BootInstant, LockName};
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// A number that strictly grows with every successful acquisition of a name,
 /// across owners, releases, expiries and coordinator restarts.
@@ -39,11 +39,11 @@ pub struct Lease {
     pub id: String,
     /// Fencing token of this acquisition.
     pub token: FencingToken,
-    /// Local monotonic time taken *before* the acquire request was sent.
-    pub acquired_at: Instant,
-    /// Local monotonic instant after which the lease can no longer be
+    /// Local time ([`BootInstant`]) taken *before* the acquire request was sent.
+    pub acquired_at: BootInstant,
+    /// Local instant ([`BootInstant`]) after which the lease can no longer be
     /// proven valid; no later than the coordinator's own expiry.
-    pub valid_until: Instant,
+    pub valid_until: BootInstant,
     /// `lock_at_most_for` of the latest grant or extension.
     pub at_most: Duration,
     /// `lock_at_least_for` of the acquisition.
@@ -60,7 +60,7 @@ impl Lease {
         spec: &crate::LockSpec,
         id: String,
         token: FencingToken,
-        sent: Instant,
+        sent: BootInstant,
         handle: String,
     ) -> Lease {
         Lease {
@@ -78,35 +78,33 @@ impl Lease {
 
     /// This lease after the coordinator extended it to `lock_for` from a
     /// request sent at `sent`.
-    pub fn extended(&self, lock_for: Duration, sent: Instant) -> Lease {
+    pub fn extended(&self, lock_for: Duration, sent: BootInstant) -> Lease {
         let mut new = self.clone();
         new.valid_until = local_valid_until(sent, lock_for);
         new.at_most = lock_for;
         new
     }
 
-    /// True while the local monotonic clock says the lease is still valid.
+    /// True while the local clock says the lease is still valid (by this
+    /// lease's own length only; a guard also applies the backend's other
+    /// bounds, see `LockGuard::is_held`).
     pub fn is_valid_now(&self) -> bool {
-        Instant::now() < self.valid_until
+        !self.valid_until.has_passed()
     }
 
     /// Time left before the lease can no longer be proven valid.
     pub fn remaining(&self) -> Duration {
-        self.valid_until.saturating_duration_since(Instant::now())
+        self.valid_until.remaining()
     }
 }
 
 /// Computes a conservative local validity end for a lease of `lease` granted
 /// by a request sent at `sent_at`: the coordinator's expiry can only be later.
 /// A safety margin of 1% + 2 ms covers clock-rate drift between the hosts.
-pub fn local_valid_until(sent_at: Instant, lease: Duration) -> Instant {
+pub fn local_valid_until(sent_at: BootInstant, lease: Duration) -> BootInstant {
     let margin = lease / 100 + Duration::from_millis(2);
-    let valid = lease.saturating_sub(margin);
-    // A lease too long to represent as an Instant: a century is as good.
-    sent_at
-        .checked_add(valid)
-        .or_else(|| sent_at.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-        .unwrap_or(sent_at)
+    // Saturating: a lease too long to represent ends in the far future.
+    sent_at + lease.saturating_sub(margin)
 }
 
 /// A new random acquisition id (UUID v4, 32 lower-case hex digits).

@@ -8,20 +8,24 @@
 //! picks adapters by cargo feature and URL.
 
 mod backend;
+pub mod clock;
 mod error;
 mod guard;
 mod lease;
 mod locker;
 mod name;
 mod spec;
+mod validity;
 
 pub use backend::{jittered, Capabilities, LockBackend};
+pub use clock::BootInstant;
 pub use error::{with_deadline, BoxError, Error, Result};
 pub use guard::{LockGuard, LostSignal};
 pub use lease::{local_valid_until, new_acquisition_id, FencingToken, Lease, LockInfo};
 pub use locker::{Acquire, LockContext, LockOptions, Locker};
 pub use name::{LockName, MAX_NAME_BYTES};
 pub use spec::{default_owner, validate_owner, LockSpec, MAX_OWNER_BYTES};
+pub use validity::ValidityBound;
 
 /// Re-exported so adapters implement [`LockBackend`] with the same macro.
 pub use async_trait::async_trait;

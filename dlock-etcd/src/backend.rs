@@ -5,6 +5,7 @@ use crate::config::EtcdConfig;
 use crate::errors::Class;
 use crate::handle::{ttl_secs, Handle};
 use crate::{waiting, KIND};
+use dlock_core::BootInstant;
 use dlock_core::{
     async_trait, new_acquisition_id, Capabilities, Error, FencingToken, Lease, LockBackend,
     LockInfo, LockName, LockSpec, Result,
@@ -15,7 +16,7 @@ use etcd_client::{
 };
 use futures::future::BoxFuture;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// etcd's own upper bound on a lease TTL (`MaxLeaseTTL`, about 285 years).
 const MAX_TTL_SECS: u64 = 9_000_000_000;
@@ -228,7 +229,7 @@ impl LockBackend for EtcdBackend {
         let ttl = ttl_secs("lock_at_most_for", spec.at_most)?;
         let key = inner.key(&spec.name);
         let id = new_acquisition_id();
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let lease_id = inner.grant("acquire (lease grant)", ttl).await?;
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
@@ -249,7 +250,7 @@ impl LockBackend for EtcdBackend {
                 return Err(e);
             }
         };
-        let answered = Instant::now();
+        let answered = BootInstant::now();
         let rev = header_revision(&resp)?;
         if !resp.succeeded() {
             inner.spawn_revoke(lease_id);
@@ -275,7 +276,7 @@ impl LockBackend for EtcdBackend {
         let ttl = ttl_secs("extension", lock_for)?;
         let h = Handle::of(lease)?;
         let key = inner.key(&lease.name);
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let mut new = lease.clone();
         if lock_for == lease.at_most {
             // Same length: a keep-alive resets the lease to its TTL. First a
@@ -355,7 +356,7 @@ impl LockBackend for EtcdBackend {
         let inner = &self.inner;
         let h = Handle::of(lease)?;
         let key = inner.key(&lease.name);
-        let now = Instant::now();
+        let now = BootInstant::now();
         let hold_until = h.taken_by(lease) + lease.at_least;
         let lost = || {
             Error::lost(
@@ -376,7 +377,7 @@ impl LockBackend for EtcdBackend {
         }
         // lock_at_least_for still running: the key must outlive this process
         // until hold_until, timed by etcd.
-        let need = hold_until - now;
+        let need = hold_until.saturating_duration_since(now);
         let need_secs = i64::try_from(need.as_nanos().div_ceil(1_000_000_000)).unwrap_or(i64::MAX);
         let ttl = need_secs.max(inner.min_ttl);
         // The current lease ends after `valid_until` by etcd's clock. If that

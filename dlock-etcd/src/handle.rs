@@ -2,8 +2,9 @@
 //! the key is attached to, and when the acquiring transaction was answered.
 
 use crate::KIND;
+use dlock_core::BootInstant;
 use dlock_core::{Error, Lease, Result};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Parsed `Lease::handle`: `"<etcd lease id, hex>/<µs from acquired_at to the txn answer>"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +41,7 @@ impl Handle {
     }
 
     /// The latest local instant at which the lock may have been taken.
-    pub(crate) fn taken_by(&self, lease: &Lease) -> Instant {
+    pub(crate) fn taken_by(&self, lease: &Lease) -> BootInstant {
         lease.acquired_at + self.acquired_by
     }
 }
@@ -66,7 +67,7 @@ mod tests {
     use dlock_core::{FencingToken, LockName};
 
     fn lease(handle: &str) -> Lease {
-        let now = Instant::now();
+        let now = BootInstant::now();
         Lease {
             name: LockName::new("n").unwrap(),
             owner: "o".into(),

@@ -2,6 +2,7 @@
 //! acquire, `UTC_TIMESTAMP(6)` as the clock, jittered polling for waiters.
 
 use crate::config::{self, micros, quote_table, SqlOptions};
+use dlock_core::BootInstant;
 use dlock_core::{
     async_trait, new_acquisition_id, with_deadline, Capabilities, Error, FencingToken, Lease,
     LockBackend, LockInfo, LockName, LockSpec, Result,
@@ -12,7 +13,7 @@ use sqlx::mysql::{
 };
 use sqlx::{Connection, Executor, Row};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const KIND: &str = "mysql";
 
@@ -453,7 +454,7 @@ impl LockBackend for MysqlBackend {
         let lease_us = micros(KIND, spec.at_most)?;
         let name = spec.name.as_str().as_bytes();
         let owner = spec.owner.as_bytes();
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let done = self
             .exec("acquire", &self.sql.acquire, |q| {
                 q.bind(name)
@@ -482,7 +483,7 @@ impl LockBackend for MysqlBackend {
         self.capabilities()
             .check_lease(KIND, "extension", lock_for)?;
         let us = micros(KIND, lock_for)?;
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let done = self
             .exec("extend", &self.sql.extend, |q| {
                 q.bind(us)

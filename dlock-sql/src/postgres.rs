@@ -2,6 +2,7 @@
 //! clock, LISTEN/NOTIFY to wake waiters.
 
 use crate::config::{self, micros, quote_table, SqlOptions};
+use dlock_core::BootInstant;
 use dlock_core::{
     async_trait, jittered, new_acquisition_id, with_deadline, Capabilities, Error, Lease,
     LockBackend, LockInfo, LockName, LockSpec, Result,
@@ -11,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{Connection, Executor, Row};
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
 const KIND: &str = "postgres";
@@ -501,7 +502,7 @@ impl LockBackend for PostgresBackend {
         self.capabilities().check_spec(KIND, spec)?;
         let id = new_acquisition_id();
         let lease_us = micros(KIND, spec.at_most)?;
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let row = self
             .rows(
                 "acquire",
@@ -530,7 +531,7 @@ impl LockBackend for PostgresBackend {
     async fn extend(&self, lease: &Lease, lock_for: Duration) -> Result<Lease> {
         self.capabilities()
             .check_lease(KIND, "extension", lock_for)?;
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let matched = self
             .exec(
                 "extend",
@@ -607,7 +608,7 @@ impl LockBackend for PostgresBackend {
     /// the database's clock, or for a jittered fallback poll, whichever comes
     /// first (never beyond `max_wait`).
     async fn wait_for_release(&self, name: &LockName, max_wait: Duration) -> Result<()> {
-        let started = Instant::now();
+        let started = BootInstant::now();
         if self.tx_pooling {
             // LISTEN needs a session of its own: poll, and wake at the lease's end.
             let sleep_for = match self.remaining_us(name).await? {

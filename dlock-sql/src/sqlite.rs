@@ -1,6 +1,7 @@
 //! The SQLite adapter: one file shared by the processes of one host.
 
 use crate::config::{self, micros, quote_table, SqlOptions};
+use dlock_core::BootInstant;
 use dlock_core::{
     async_trait, new_acquisition_id, with_deadline, Capabilities, Error, Lease, LockBackend,
     LockInfo, LockName, LockSpec, Result,
@@ -10,7 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const KIND: &str = "sqlite";
 
@@ -268,7 +269,7 @@ impl LockBackend for SqliteBackend {
         self.capabilities().check_spec(KIND, spec)?;
         let id = new_acquisition_id();
         let lease_us = micros(KIND, spec.at_most)?;
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let row = self
             .timed(
                 "acquire",
@@ -300,7 +301,7 @@ impl LockBackend for SqliteBackend {
     async fn extend(&self, lease: &Lease, lock_for: Duration) -> Result<Lease> {
         self.capabilities()
             .check_lease(KIND, "extension", lock_for)?;
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let done = self
             .timed(
                 "extend",

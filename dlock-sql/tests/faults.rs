@@ -145,7 +145,7 @@ async fn restart_while_held(url_var: &str, restart_args: &[&str]) {
 
     let took = restart(restart_args).await;
     eprintln!("restart {restart_args:?} took {took:?}");
-    let t_up = Instant::now();
+    let t_up = dlock_core::BootInstant::now();
     wait_until_up(&b_backend).await;
 
     // The long lease: wait for a keep-alive extension granted after the

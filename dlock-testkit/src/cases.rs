@@ -5,11 +5,12 @@ use crate::ctx::{Context, Ctx};
 use crate::history::{check_history, work, Hold};
 use crate::proxy::{redirect, upstream, Proxy};
 use crate::{ensure, CaseResult};
+use dlock_core::BootInstant;
 use dlock_core::{Capabilities, Error, Lease, LockBackend, LockGuard, Locker};
 use futures::future::BoxFuture;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a case needs from the backend's capabilities. A case whose needs are
 /// not met is reported *ignored*, never passed.
@@ -218,7 +219,7 @@ async fn take_when_free(
     l: &Locker,
     name: &str,
     lease: Duration,
-    since: Instant,
+    since: BootInstant,
     limit: Duration,
 ) -> Result<(LockGuard, Duration), String> {
     loop {
@@ -410,7 +411,7 @@ async fn stale_lease_gets_lock_lost(ctx: Ctx) -> CaseResult {
     )
     .await?;
     ensure!(
-        Instant::now() >= old.valid_until,
+        BootInstant::now() >= old.valid_until,
         "taken over while the old lease was locally still valid"
     );
     ensure!(
@@ -481,7 +482,7 @@ async fn expiry_after_at_most(ctx: Ctx) -> CaseResult {
     let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
     let name = ctx.name("x");
     let lease = ctx.lease();
-    let t0 = Instant::now();
+    let t0 = BootInstant::now();
     let g = a
         .acquire(&name)
         .lock_for(lease)
@@ -492,7 +493,7 @@ async fn expiry_after_at_most(ctx: Ctx) -> CaseResult {
         .ok_or("free lock not taken")?;
     let (g2, took) = take_when_free(&b, &name, lease * 5, t0, ctx.expiry_bound(lease)).await?;
     ensure!(
-        Instant::now() >= g.lease().valid_until && !g.is_held(),
+        BootInstant::now() >= g.lease().valid_until && !g.is_held(),
         "another owner took the lock while the first guard still counted itself valid"
     );
     ensure!(
@@ -510,7 +511,7 @@ async fn at_least_after_release(ctx: Ctx) -> CaseResult {
     // at_most far beyond at_least: a release that ignored at_least, or did
     // nothing, cannot pass by the lease simply running out.
     let at_most = ctx.lease_at_least(at_least + Duration::from_secs(10));
-    let t0 = Instant::now();
+    let t0 = BootInstant::now();
     let g = a
         .acquire(&name)
         .lock_for(at_most)
@@ -541,7 +542,7 @@ async fn at_least_after_exit(ctx: Ctx) -> CaseResult {
     let name = ctx.name("x");
     let at_least = round_up(Duration::from_secs(2), ctx.caps.lease_granularity);
     let at_most = ctx.lease_at_least(at_least + Duration::from_secs(10));
-    let t_spawn = Instant::now();
+    let t_spawn = BootInstant::now();
     let mut child = ctx.spawn_child(Role::Hold {
         name: name.clone(),
         owner: "child".into(),
@@ -555,7 +556,7 @@ async fn at_least_after_exit(ctx: Ctx) -> CaseResult {
         .parse()
         .map_err(|_| "bad token")?;
     child.expect("RELEASED", Duration::from_secs(30)).await?;
-    let t_released = Instant::now();
+    let t_released = BootInstant::now();
     ensure!(
         child.wait(Duration::from_secs(10)).await?,
         "child exited with failure"
@@ -635,20 +636,20 @@ async fn wait_wakes_on_release(ctx: Ctx) -> CaseResult {
     let n2 = name.clone();
     let waiter = tokio::spawn(async move {
         let r = b.lock(n2, lease, Duration::from_secs(60) + lease).await;
-        (r, Instant::now())
+        (r, BootInstant::now())
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     ensure!(
         !waiter.is_finished(),
         "the waiter returned while the lock was held"
     );
-    let t_rel = Instant::now();
+    let t_rel = BootInstant::now();
     g.release().await.ctx("release")?;
     let (r, t_got) = waiter.await.map_err(|e| format!("waiter task: {e}"))?;
     let g2 = r
         .ctx("lock() while waiting")?
         .ok_or("lock() gave up although the lock was released")?;
-    let woke = t_got.duration_since(t_rel);
+    let woke = t_got.saturating_duration_since(t_rel);
     let limit = if ctx.caps.release_notifies_waiters {
         Duration::from_millis(1000)
     } else {
@@ -668,7 +669,7 @@ async fn wait_honours_timeout(ctx: Ctx) -> CaseResult {
     let lease = ctx.lease() * 5;
     let g = must_take(&a, &name, lease).await?;
     let wait = Duration::from_millis(1500);
-    let t0 = Instant::now();
+    let t0 = BootInstant::now();
     let r = b
         .lock(&name, lease, wait)
         .await
@@ -702,7 +703,7 @@ async fn keep_alive_survives_many_leases(ctx: Ctx) -> CaseResult {
         .ctx("acquire")?
         .ok_or("free lock not taken")?;
     let lost = g.lost();
-    let t0 = Instant::now();
+    let t0 = BootInstant::now();
     while t0.elapsed() < lease.mul_f64(3.5) {
         ensure!(
             g.is_held(),
@@ -725,7 +726,7 @@ async fn lost_fires_without_keep_alive(ctx: Ctx) -> CaseResult {
     let a = ctx.locker("owner-a").await?;
     let name = ctx.name("x");
     let lease = ctx.lease();
-    let t0 = Instant::now();
+    let t0 = BootInstant::now();
     let g = a
         .acquire(&name)
         .lock_for(lease)
@@ -771,7 +772,7 @@ async fn lost_fires_when_coordinator_gone(ctx: Ctx) -> CaseResult {
     tokio::time::sleep(lease / 2).await;
     ensure!(g.is_held(), "guard not held before the cut");
     proxy.cut();
-    let t_cut = Instant::now();
+    let t_cut = BootInstant::now();
     let limit = lease + Duration::from_secs(2);
     let reason = tokio::time::timeout(limit, g.lost().wait())
         .await
@@ -803,7 +804,7 @@ async fn unreachable_coordinator_is_err_fast(ctx: Ctx) -> CaseResult {
                 .ok_or("no host:port in the URL; give Suite::unreachable_url")?
         }
     };
-    let t0 = Instant::now();
+    let t0 = BootInstant::now();
     let limit = Duration::from_secs(20);
     let r = tokio::time::timeout(limit, async {
         match (ctx.connect)(url.clone()).await {
@@ -977,7 +978,7 @@ async fn skewed_client_clock(ctx: Ctx) -> CaseResult {
     };
     // A holder whose clock runs two hours ahead: the lock must not look expired to anyone.
     let ahead = skew("+2h");
-    let t_spawn = Instant::now();
+    let t_spawn = BootInstant::now();
     let mut child = ctx.spawn_child_env(
         Role::Hold {
             name: name.clone(),
@@ -1062,7 +1063,7 @@ async fn sigkill_frees_lock(ctx: Ctx) -> CaseResult {
     tokio::time::sleep(lease + lease / 2).await;
     must_be_held(&b, &name, lease, "the child holds it with keep-alive").await?;
     child.kill().await?;
-    let t_kill = Instant::now();
+    let t_kill = BootInstant::now();
     must_be_held(&b, &name, lease, "its holder was killed only just now").await?;
     let (g, took) = take_when_free(&b, &name, lease * 5, t_kill, ctx.expiry_bound(lease)).await?;
     ensure!(
@@ -1220,7 +1221,7 @@ async fn shortest_lease_is_honoured(ctx: Ctx) -> CaseResult {
         .test_lease(Duration::ZERO)
         .max(Duration::from_millis(200));
     let shortest = round_up(shortest, ctx.caps.lease_granularity);
-    let t0 = Instant::now();
+    let t0 = BootInstant::now();
     let g = a
         .acquire(&name)
         .lock_for(shortest)
@@ -1333,7 +1334,7 @@ async fn released_lease_is_stale(ctx: Ctx) -> CaseResult {
     let name = ctx.name("x");
     let at_least = round_up(Duration::from_secs(2), ctx.caps.lease_granularity);
     let at_most = ctx.lease_at_least(at_least + Duration::from_secs(10));
-    let t0 = Instant::now();
+    let t0 = BootInstant::now();
     let g = a
         .acquire(&name)
         .lock_for(at_most)
@@ -1367,7 +1368,7 @@ async fn drop_releases_in_background(ctx: Ctx) -> CaseResult {
     let name = ctx.name("x");
     let lease = ctx.lease_at_least(Duration::from_secs(30));
     let g = must_take(&a, &name, lease).await?;
-    let t0 = Instant::now();
+    let t0 = BootInstant::now();
     drop(g);
     let (g2, took) = take_when_free(&b, &name, lease, t0, Duration::from_secs(5))
         .await

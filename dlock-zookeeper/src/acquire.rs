@@ -4,9 +4,10 @@
 use crate::error::{op_error, outcome_unknown, KIND};
 use crate::nodes::{blocked_for_ms, contenders, LockPaths, Marker, NodeData};
 use crate::session::{Session, Ticket};
+use dlock_core::BootInstant;
 use dlock_core::{new_acquisition_id, Error, FencingToken, Lease, LockSpec, Result};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zookeeper_client as zk;
 
 /// What the queue and the marker say about one contender node.
@@ -135,8 +136,8 @@ fn grant(
     id: &str,
     czxid: i64,
     version: i32,
-    sent: Instant,
-    recv: Instant,
+    sent: BootInstant,
+    recv: BootInstant,
 ) -> Result<Lease> {
     let token = token_of(czxid)?;
     let lease = Lease::granted(spec, id.to_string(), token, sent, handle(session, path));
@@ -168,7 +169,7 @@ pub(crate) async fn fresh(session: &Arc<Session>, spec: &LockSpec) -> Result<Opt
     // Until settled, a node of ours may exist whose fate we do not know.
     let pending = session.pending_create(&paths.dir, &id);
     for attempt in 0..3 {
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         // Both requests leave now, in this order; the server answers in order.
         let create = client.create(&prefix, &data, &opts);
         let read = read_queue(&client, &paths)?;
@@ -187,7 +188,7 @@ pub(crate) async fn fresh(session: &Arc<Session>, spec: &LockSpec) -> Result<Opt
                 return Err(op_error("acquire", &paths.dir, e));
             }
         };
-        let recv = Instant::now();
+        let recv = BootInstant::now();
         session.proved(sent);
         let path = format!("{prefix}{seq}");
         let verdict = match queue {
@@ -240,7 +241,7 @@ pub(crate) async fn claim(
     let data = node_data(spec, &ticket.id);
     // The ticket is out of the pool: until settled, it must not be forgotten.
     let pending = session.pending_node(&ticket.path);
-    let sent = Instant::now();
+    let sent = BootInstant::now();
     let set = client.set_data(&ticket.path, &data, Some(ticket.version));
     let read = read_queue(&client, &paths)?;
     let (set, queue) = timed(session, "acquire", futures::future::join(set, read)).await?;
@@ -254,7 +255,7 @@ pub(crate) async fn claim(
         }
         Err(e) => return Err(op_error("acquire", &ticket.path, e)),
     };
-    let recv = Instant::now();
+    let recv = BootInstant::now();
     session.proved(sent);
     ticket.version = stat.version;
     let queue = queue?;

@@ -201,6 +201,18 @@ impl LockBackend for ZookeeperBackend {
             )),
         }
     }
+
+    fn validity_bound(&self, lease: &Lease) -> Option<dlock_core::ValidityBound> {
+        let past = lease.acquired_at;
+        let ended = || -> Option<dlock_core::ValidityBound> { Some(Arc::new(move || past)) };
+        let Some((sid, _)) = acquire::parse_handle(lease) else {
+            return ended();
+        };
+        match self.current() {
+            Some(s) if s.id == sid => Some(s.validity_bound()),
+            _ => ended(),
+        }
+    }
 }
 
 /// Connects and returns the backend behind the trait object `dlock::connect` uses.

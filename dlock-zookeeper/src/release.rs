@@ -4,9 +4,10 @@ use crate::acquire::parse_handle;
 use crate::error::{multi_error, op_error};
 use crate::nodes::{LockPaths, Marker};
 use crate::session::{LeaseView, Session};
+use dlock_core::BootInstant;
 use dlock_core::{Error, Lease, Result};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zookeeper_client as zk;
 
 /// The session and entry of `lease`, or why it is lost.
@@ -39,7 +40,7 @@ pub(crate) fn locate(
         ));
     };
     let path = path.to_string();
-    if Instant::now() >= view.deadline {
+    if BootInstant::now() >= view.deadline {
         session.expire(&path);
         return Err(Error::lost(
             &lease.name,
@@ -65,7 +66,7 @@ pub(crate) async fn extend(
 ) -> Result<Lease> {
     let (session, path, view) = locate(current, lease)?;
     let client = session.client()?;
-    let sent = Instant::now();
+    let sent = BootInstant::now();
     let mut w = client.new_multi_writer();
     w.add_check_version(&path, view.version)
         .map_err(|e| op_error("extend", &path, e))?;
@@ -95,7 +96,7 @@ pub(crate) async fn extend(
 
 /// Milliseconds of `at_least` still to honour, measured conservatively from
 /// the moment the acquire answer arrived (the server granted it earlier).
-fn remaining_at_least(at_least: Duration, acquired_recv: Instant) -> Option<u64> {
+fn remaining_at_least(at_least: Duration, acquired_recv: BootInstant) -> Option<u64> {
     let left = at_least.checked_sub(acquired_recv.elapsed())?;
     if left.is_zero() {
         return None;
@@ -114,7 +115,7 @@ pub(crate) async fn release(current: Option<Arc<Session>>, lease: &Lease) -> Res
     // The guard's watch will see the node vanish: that is this release.
     session.begin_release(&path, &lease.id);
     for attempt in 0..2 {
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let remaining = remaining_at_least(lease.at_least, view.acquired_recv);
         let r = match remaining {
             Some(remaining_ms) => {
@@ -175,11 +176,11 @@ mod tests {
 
     #[test]
     fn at_least_rounds_up() {
-        let now = Instant::now();
+        let now = BootInstant::now();
         assert_eq!(remaining_at_least(Duration::ZERO, now), None);
         let r = remaining_at_least(Duration::from_secs(2), now).unwrap();
         assert!((1990..=2001).contains(&r), "{r}");
-        let past = now - Duration::from_secs(3);
+        let past = now.checked_sub(Duration::from_secs(3)).unwrap();
         assert_eq!(remaining_at_least(Duration::from_secs(2), past), None);
     }
 }

@@ -17,10 +17,11 @@
 use crate::config::ZkConfig;
 use crate::error::{op_error, KIND};
 use crate::nodes::{contenders, LockPaths, NodeData};
+use dlock_core::BootInstant;
 use dlock_core::{Error, LockName, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zookeeper_client as zk;
@@ -39,9 +40,9 @@ pub(crate) struct LeaseEntry {
     /// Data version of the node, checked by extend.
     pub version: i32,
     /// Local instant the acquire answer arrived (at_least is measured from here).
-    pub acquired_recv: Instant,
+    pub acquired_recv: BootInstant,
     /// Local validity end; the node is deleted when it passes.
-    pub deadline: Instant,
+    pub deadline: BootInstant,
     pub lost: watch::Sender<Option<String>>,
     /// A release was sent: the node's deletion is ours, not a loss.
     releasing: bool,
@@ -60,8 +61,8 @@ impl Drop for LeaseEntry {
 #[derive(Clone, Debug)]
 pub(crate) struct LeaseView {
     pub version: i32,
-    pub acquired_recv: Instant,
-    pub deadline: Instant,
+    pub acquired_recv: BootInstant,
+    pub deadline: BootInstant,
     pub token: u64,
 }
 
@@ -74,7 +75,7 @@ pub(crate) struct Ticket {
     pub seq: i64,
     pub version: i32,
     /// Lowest already, but an at_least marker holds the lock until then.
-    pub blocked_until: Option<Instant>,
+    pub blocked_until: Option<BootInstant>,
     gen: u64,
 }
 
@@ -130,7 +131,7 @@ pub(crate) struct Session {
     pub request_timeout: Duration,
     pub cfg: Arc<ZkConfig>,
     dead: watch::Sender<Option<String>>,
-    proven: Mutex<Instant>,
+    proven: Mutex<BootInstant>,
     leases: Mutex<HashMap<String, LeaseEntry>>,
     tickets: Mutex<HashMap<String, Vec<Ticket>>>,
     orphans: Mutex<Vec<Orphan>>,
@@ -161,7 +162,7 @@ impl Session {
             connector = connector.with_auth("digest", d.as_bytes());
         }
         let hosts = cfg.connect_string();
-        let started = Instant::now();
+        let started = BootInstant::now();
         let client =
             match tokio::time::timeout(cfg.connect_timeout, connector.connect(&hosts)).await {
                 Err(_) => {
@@ -315,15 +316,31 @@ impl Session {
 
     /// Records that a request sent at `sent` was answered: the server heard
     /// from this session after `sent`.
-    pub(crate) fn proved(&self, sent: Instant) {
+    pub(crate) fn proved(&self, sent: BootInstant) {
         let mut p = lock(&self.proven);
         if sent > *p {
             *p = sent;
         }
     }
 
-    fn proof_deadline(&self) -> Instant {
+    fn proof_deadline(&self) -> BootInstant {
         *lock(&self.proven) + self.timeout * 2 / 3
+    }
+
+    /// The bound a guard on this session applies besides its own lease:
+    /// the session can be proven alive only until [`Session::proof_deadline`]
+    /// (the ensemble frees the lock when the session expires, usually long
+    /// before `lock_at_most_for`). Read on every `is_held()`, so a process
+    /// that was paused or starved past it answers false on resume, before
+    /// any background task has run. A session that ended bounds nothing
+    /// but the past.
+    pub(crate) fn validity_bound(self: &Arc<Self>) -> dlock_core::ValidityBound {
+        let weak = Arc::downgrade(self);
+        let origin = *lock(&self.proven);
+        Arc::new(move || match weak.upgrade() {
+            Some(s) if !s.is_dead() => s.proof_deadline(),
+            _ => origin,
+        })
     }
 
     /// Ends the session: every lease on it is lost, its client is dropped
@@ -370,8 +387,8 @@ impl Session {
         id: &str,
         token: u64,
         version: i32,
-        acquired_recv: Instant,
-        deadline: Instant,
+        acquired_recv: BootInstant,
+        deadline: BootInstant,
     ) {
         let (lost, _) = watch::channel(None);
         let entry = LeaseEntry {
@@ -420,10 +437,10 @@ impl Session {
 
     /// Moves the local deadline after a successful extension. False when the
     /// lease was expired or dropped in the meantime.
-    pub(crate) fn extend_to(&self, path: &str, id: &str, deadline: Instant) -> bool {
+    pub(crate) fn extend_to(&self, path: &str, id: &str, deadline: BootInstant) -> bool {
         let mut leases = lock(&self.leases);
         match leases.get_mut(path) {
-            Some(e) if e.id == id && Instant::now() < e.deadline => {
+            Some(e) if e.id == id && BootInstant::now() < e.deadline => {
                 e.deadline = deadline;
                 true
             }
@@ -666,9 +683,9 @@ async fn monitor(weak: Weak<Session>, mut states: zk::StateWatcher) {
             let beat = (s.timeout / 6).max(Duration::from_millis(20));
             let watching = s.has_leases();
             let wake = if watching {
-                s.proof_deadline().min(Instant::now() + beat)
+                s.proof_deadline().min(BootInstant::now() + beat)
             } else {
-                Instant::now() + beat
+                BootInstant::now() + beat
             };
             (wake, watching, s.id, s.timeout)
         };
@@ -688,10 +705,10 @@ async fn monitor(weak: Weak<Session>, mut states: zk::StateWatcher) {
                     }
                 }
             }
-            _ = tokio::time::sleep_until(wake.into()) => {
+            _ = dlock_core::clock::sleep_until(wake) => {
                 if !watching { continue; }
                 let Some(s) = weak.upgrade() else { return };
-                if s.has_leases() && Instant::now() >= s.proof_deadline() {
+                if s.has_leases() && BootInstant::now() >= s.proof_deadline() {
                     s.kill(format!(
                         "cannot prove the ZooKeeper session {id:#x} alive: no answer from the \
                          ensemble for {:?} (2/3 of the {t:?} session timeout), so the server may \
@@ -722,7 +739,7 @@ async fn heartbeat(weak: Weak<Session>) {
             continue;
         }
         if let Ok(client) = s.client() {
-            let sent = Instant::now();
+            let sent = BootInstant::now();
             if let Ok(Ok(_)) = tokio::time::timeout(beat, client.check_stat(&s.cfg.root)).await {
                 s.proved(sent);
             }
@@ -742,11 +759,11 @@ async fn at_most_timer(weak: Weak<Session>, path: String) {
             };
             d
         };
-        tokio::time::sleep_until(deadline.into()).await;
+        dlock_core::clock::sleep_until(deadline).await;
         let Some(s) = weak.upgrade() else { return };
         let due = match lock(&s.leases).get(&path) {
             None => return,
-            Some(e) => Instant::now() >= e.deadline,
+            Some(e) => BootInstant::now() >= e.deadline,
         };
         if due {
             s.expire(&path);

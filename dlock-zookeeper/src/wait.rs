@@ -5,9 +5,10 @@ use crate::acquire::{read_queue, Verdict};
 use crate::error::{op_error, outcome_unknown};
 use crate::nodes::{contenders, LockPaths, NodeData};
 use crate::session::{Session, Ticket};
+use dlock_core::BootInstant;
 use dlock_core::{new_acquisition_id, Error, LockName, Result};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zookeeper_client as zk;
 
 /// Deletes the ticket unless it was parked (a cancelled or timed-out wait
@@ -92,7 +93,7 @@ async fn new_ticket(
     let opts = zk::CreateMode::EphemeralSequential.with_acls(session.acls());
     let pending = session.pending_create(&paths.dir, &id);
     for attempt in 0..3 {
-        let sent = Instant::now();
+        let sent = BootInstant::now();
         let create = client.create(&prefix, &data, &opts);
         let read = read_queue(client, paths)?;
         let (created, queue) =
@@ -149,7 +150,7 @@ pub(crate) async fn wait_for_release(
     name: &LockName,
     max_wait: Duration,
 ) -> Result<()> {
-    let deadline = Instant::now() + max_wait;
+    let deadline = BootInstant::now() + max_wait;
     let paths = LockPaths::new(&session.cfg.root, name);
     let client = session.client()?;
     let (guard, mut children) = match session.take_ticket(&paths.dir) {
@@ -164,7 +165,7 @@ pub(crate) async fn wait_for_release(
             let (mut t, kids, blocked) = new_ticket(&session, &client, &paths, name).await?;
             if let Some(ms) = blocked {
                 t.blocked_until =
-                    Some(Instant::now() + Duration::from_millis(ms.saturating_add(1)));
+                    Some(BootInstant::now() + Duration::from_millis(ms.saturating_add(1)));
             }
             (
                 TicketGuard {
@@ -181,10 +182,10 @@ pub(crate) async fn wait_for_release(
         if let Some(until) = ticket.blocked_until {
             // First in line, but a released holder's lock_at_least_for is
             // still running: sleep it out, then let try_acquire check again.
-            if until > Instant::now() {
-                tokio::time::sleep_until(until.min(deadline).into()).await;
+            if until > BootInstant::now() {
+                dlock_core::clock::sleep_until(until.min(deadline)).await;
             }
-            if Instant::now() >= deadline {
+            if BootInstant::now() >= deadline {
                 guard.delete().await;
                 return Ok(());
             }
@@ -224,7 +225,7 @@ pub(crate) async fn wait_for_release(
             }
             Place::Behind(pred) => paths.child(&pred),
         };
-        let now = Instant::now();
+        let now = BootInstant::now();
         if now >= deadline {
             guard.delete().await;
             return Ok(());
@@ -250,7 +251,7 @@ pub(crate) async fn wait_for_release(
                     return Ok(());
                 }
             }
-            _ = tokio::time::sleep_until(deadline.into()) => {
+            _ = dlock_core::clock::sleep_until(deadline) => {
                 guard.delete().await;
                 return Ok(());
             }

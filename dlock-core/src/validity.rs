@@ -1,0 +1,187 @@
+//! One guard's validity: its lease, every bound on how long the lease can be
+//! proven, and the latched loss. `is_held()`, `lost()` and every operation
+//! on the guard read the same state, so they can never tell the user two
+//! different things.
+//!
+//! Rules (design brief, "Rules that keep the contract true"):
+//! - the deadline is the minimum of every bound: the lease's own local
+//!   validity and, where the backend has one, its [`ValidityBound`];
+//! - nothing has to run for the deadline to take effect: whoever looks
+//!   first after it passed (`is_held`, `lost()`, an operation) latches the
+//!   loss;
+//! - a loss is final: once latched, nothing un-loses the guard.
+
+use crate::clock::{self, BootInstant};
+use crate::{Lease, LockName};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::watch;
+
+/// A backend's own bound on how long a lease can be proven valid, besides
+/// the lease's length: for example a ZooKeeper session's last proof of life
+/// plus the part of the session timeout the server may use. Called on every
+/// `is_held()`, so it must be cheap and must not block. The instant it
+/// returns may move later over time, never earlier than the truth.
+pub type ValidityBound = Arc<dyn Fn() -> BootInstant + Send + Sync>;
+
+struct State {
+    lease: Lease,
+    lost: Option<String>,
+    /// Released on purpose (explicitly or on drop): the loss signal then
+    /// never completes.
+    ended: bool,
+}
+
+pub(crate) struct Validity {
+    kind: &'static str,
+    state: Mutex<State>,
+    /// Bumped on every change of `state`, to wake loss waiters.
+    changed: watch::Sender<u64>,
+    bound: Option<ValidityBound>,
+}
+
+impl Validity {
+    pub(crate) fn new(kind: &'static str, lease: Lease, bound: Option<ValidityBound>) -> Self {
+        Validity {
+            kind,
+            state: Mutex::new(State {
+                lease,
+                lost: None,
+                ended: false,
+            }),
+            changed: watch::channel(0).0,
+            bound,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the data is plain.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub(crate) fn lease(&self) -> Lease {
+        self.state().lease.clone()
+    }
+
+    pub(crate) fn name(&self) -> LockName {
+        self.state().lease.name.clone()
+    }
+
+    /// The instant after which the lease can no longer be proven valid.
+    pub(crate) fn deadline(&self) -> BootInstant {
+        let own = self.state().lease.valid_until;
+        match &self.bound {
+            Some(b) => own.min(b()),
+            None => own,
+        }
+    }
+
+    /// Why the lease is lost, if it is. Latches a passed deadline as a loss
+    /// (so this is the one place where "time ran out" turns into "lost").
+    pub(crate) fn check(&self) -> Option<String> {
+        let (own, lost) = {
+            let s = self.state();
+            (s.lease.valid_until, s.lost.clone())
+        };
+        if lost.is_some() {
+            return lost;
+        }
+        let now = BootInstant::now();
+        if now >= own {
+            self.mark_lost(
+                "lease ran out: lock_at_most_for passed without a successful extension".into(),
+            );
+        } else if let Some(b) = &self.bound {
+            if now >= b() {
+                self.mark_lost(format!(
+                    "the {} backend can no longer prove the lease alive (its session or \
+                     shared lease may have expired at the coordinator)",
+                    self.kind
+                ));
+            }
+        }
+        self.state().lost.clone()
+    }
+
+    /// Latches a loss; the first reason wins. Returns whether this call did it.
+    pub(crate) fn mark_lost(&self, reason: String) -> bool {
+        let name = {
+            let mut s = self.state();
+            if s.lost.is_some() || s.ended {
+                return false;
+            }
+            s.lost = Some(reason.clone());
+            s.lease.name.clone()
+        };
+        self.bump();
+        tracing::warn!(backend = self.kind, lock = %name, %reason, "dlock lease lost");
+        metrics::counter!("dlock_lost_total", "backend" => self.kind).increment(1);
+        true
+    }
+
+    /// Takes a newly extended lease, unless the guard was lost while the
+    /// extension was in flight (its deadline passed, or a loss was
+    /// reported): then the answer comes too late and the loss stands.
+    pub(crate) fn accept_extension(&self, new: Lease) -> Result<(), String> {
+        if let Some(r) = self.check() {
+            return Err(r);
+        }
+        {
+            let mut s = self.state();
+            if let Some(r) = &s.lost {
+                return Err(r.clone());
+            }
+            s.lease = new;
+        }
+        self.bump();
+        Ok(())
+    }
+
+    /// Counts on the lease ending no later than `until` from now on (before
+    /// a shortening extension is sent: should it apply, the guard must not
+    /// believe the longer one).
+    pub(crate) fn shorten_to(&self, until: BootInstant) {
+        let mut s = self.state();
+        if until < s.lease.valid_until {
+            s.lease.valid_until = until;
+        }
+    }
+
+    /// The lease was released on purpose: the loss signal never completes.
+    pub(crate) fn end(&self) {
+        self.state().ended = true;
+        self.bump();
+    }
+
+    fn is_ended(&self) -> bool {
+        self.state().ended
+    }
+
+    /// Completes with the reason once the lease is lost, no later than its
+    /// deadline (whether or not any other task runs); never completes for a
+    /// lease that was released without loss.
+    pub(crate) async fn wait_lost(&self) -> String {
+        let mut rx = self.subscribe();
+        loop {
+            rx.borrow_and_update();
+            if let Some(r) = self.check() {
+                return r;
+            }
+            if self.is_ended() {
+                futures::future::pending::<()>().await;
+            }
+            let deadline = self.deadline();
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = clock::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
