@@ -27,7 +27,10 @@ URL schemes: sqlite://file.db, sqlite:///abs/path.db, postgres://, mysql://,
 mariadb://, etcd://, zk://, consul:// (as far as this build includes them).";
 
 /// `dlock`: distributed locks for shell scripts and cron lines.
-#[derive(Debug, Parser)]
+///
+/// `Debug` hides the URL's password and secret options (`password=`,
+/// `token=`): a log line or panic message must not carry them.
+#[derive(Parser)]
 #[command(name = "dlock", version, about = ABOUT, long_about = LONG_ABOUT,
           after_long_help = EXAMPLES, propagate_version = true)]
 pub struct Cli {
@@ -46,6 +49,17 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl std::fmt::Debug for Cli {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cli")
+            .field("url", &self.url.as_deref().map(crate::redact::url))
+            .field("verbose", &self.verbose)
+            .field("quiet", &self.quiet)
+            .field("command", &self.command)
+            .finish()
+    }
 }
 
 /// The subcommands.
@@ -218,4 +232,34 @@ pub struct ReleaseArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}; write e.g. 30s, 10m, 1h30m or 250ms"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_url_password() {
+        let cli = Cli::try_parse_from([
+            "dlock",
+            "--url",
+            "postgres://dlock:s3cret@db.example:5432/locks?password=p4ss&token=t0ken&table=t",
+            "run",
+            "--name",
+            "n",
+            "--lock-for",
+            "5s",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        for secret in ["s3cret", "p4ss", "t0ken"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        // Everything else is still there to debug with.
+        assert!(shown.contains("db.example:5432/locks"), "{shown}");
+        assert!(shown.contains("table=t"), "{shown}");
+        assert!(shown.contains("lock_for: 5s"), "{shown}");
+    }
 }

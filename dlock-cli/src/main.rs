@@ -4,6 +4,7 @@
 mod child;
 mod cli;
 mod exit;
+mod redact;
 mod release;
 mod run;
 mod signals;

@@ -61,7 +61,10 @@ pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -
 
     let program = &args.command[0];
     let mut cmd = tokio::process::Command::new(program);
+    // The coordinator URL may carry a password: the command gets the token,
+    // not the credentials (it can ask for them itself if it needs them).
     cmd.args(&args.command[1..])
+        .env_remove("DLOCK_URL")
         .env("DLOCK_TOKEN", guard.token().to_string())
         .env("DLOCK_NAME", &args.name)
         .env("DLOCK_OWNER", locker.owner());

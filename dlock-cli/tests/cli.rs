@@ -619,3 +619,54 @@ fn sigterm_is_forwarded_and_the_lock_released() {
     assert_eq!(wait_for_file(&marker, Duration::from_secs(1)), "forwarded");
     assert_eq!(env.status_json("f")["held"], false);
 }
+
+// --- secrets stay out of the command's environment -----------------------------
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_command_environment_has_no_url_or_password() {
+    let env = Env::postgres();
+    let url = url::Url::parse(&env.url).unwrap();
+    let password = url
+        .password()
+        .map(String::from)
+        .expect("DLOCK_TEST_POSTGRES_URL must carry a password for this test to mean anything");
+    let userinfo = format!("{}:{password}@", url.username());
+    let name = unique("cli-env");
+    // The URL from DLOCK_URL, and from --url. Nothing else in dlock's
+    // environment carries it (the test's own DLOCK_TEST_* would).
+    for via_flag in [false, true] {
+        let mut c = env.dlock();
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        if via_flag {
+            c.args(["--url", &env.url]);
+        } else {
+            c.env("DLOCK_URL", &env.url);
+        }
+        let out = c
+            .args(["run", "--name", &name, "--lock-for", "5s", "--", "env"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let vars = String::from_utf8_lossy(&out.stdout);
+        for var in ["DLOCK_TOKEN=", "DLOCK_NAME=", "DLOCK_OWNER="] {
+            assert!(
+                vars.lines().any(|l| l.starts_with(var)),
+                "{var} missing: {vars}"
+            );
+        }
+        let leaks: Vec<&str> = vars
+            .lines()
+            .filter(|l| {
+                let value = l.split_once('=').map_or("", |(_, v)| v);
+                l.starts_with("DLOCK_URL=") || l.contains(&userinfo) || value == password
+            })
+            .collect();
+        assert!(
+            leaks.is_empty(),
+            "via {}: the command's environment carries the coordinator's secret: {leaks:?}",
+            if via_flag { "--url" } else { "DLOCK_URL" }
+        );
+    }
+}
