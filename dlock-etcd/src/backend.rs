@@ -1,6 +1,6 @@
 //! [`EtcdBackend`]: acquire, extend, release, inspect, list and force-release on etcd v3.
 
-use crate::client::{self, Inner};
+use crate::client::{self, Failure, Inner};
 use crate::config::EtcdConfig;
 use crate::errors::Class;
 use crate::handle::{ttl_secs, Handle};
@@ -63,7 +63,16 @@ impl Inner {
     }
 
     async fn txn(&self, op: &'static str, txn: Txn) -> Result<TxnResponse> {
-        self.call(op, |mut c| {
+        self.try_txn(op, txn).await.map_err(Error::from)
+    }
+
+    /// A transaction, failing with whether it may have been applied.
+    async fn try_txn(
+        &self,
+        op: &'static str,
+        txn: Txn,
+    ) -> std::result::Result<TxnResponse, Failure> {
+        self.try_call(op, |mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
         })
@@ -131,6 +140,24 @@ fn token_of(rev: i64) -> Result<FencingToken> {
         .filter(|r| *r > 0)
         .map(FencingToken)
         .ok_or_else(|| Error::backend_msg(KIND, "acquire", format!("invalid revision {rev}")))
+}
+
+/// `e` with `what` added to its message.
+fn unknown_outcome(e: Error, what: &str) -> Error {
+    match e {
+        Error::Backend {
+            backend,
+            operation,
+            message,
+            source,
+        } => Error::Backend {
+            backend,
+            operation,
+            message: format!("{message}; {what}"),
+            source,
+        },
+        e => e,
+    }
 }
 
 fn secs(n: i64) -> Duration {
@@ -328,11 +355,28 @@ impl LockBackend for EtcdBackend {
                     encode_value(&lease.id, &lease.owner),
                     Some(PutOptions::new().with_lease(fresh)),
                 )]);
-            let resp = match inner.txn("extend", txn).await {
+            let resp = match inner.try_txn("extend", txn).await {
                 Ok(r) => r,
-                Err(e) => {
+                Err(f) if f.maybe_applied => {
+                    // The key may sit on `fresh` now or still on the old
+                    // lease, and no later read can settle it (the request
+                    // may still be on its way). Revoking `fresh` could delete
+                    // the lock while this lease still counts as valid; keeping
+                    // the old lease would trust a guess. Give the lock up:
+                    // both leases expire by themselves at etcd.
+                    return Err(Error::lost(
+                        &lease.name,
+                        format!(
+                            "moving the lock to a lease of {lock_for:?} had an unknown outcome \
+                             ({}); the lease was given up and expires at etcd by itself",
+                            f.err
+                        ),
+                    ));
+                }
+                Err(f) => {
+                    // Surely not applied: the key is still on the old lease.
                     inner.spawn_revoke(fresh);
-                    return Err(e);
+                    return Err(f.err);
                 }
             };
             if !resp.succeeded() {
@@ -399,11 +443,25 @@ impl LockBackend for EtcdBackend {
                 encode_value(&lease.id, &lease.owner),
                 Some(PutOptions::new().with_lease(fresh)),
             )]);
-        let resp = match inner.txn("release", txn).await {
+        let resp = match inner.try_txn("release", txn).await {
             Ok(r) => r,
-            Err(e) => {
+            Err(f) if f.maybe_applied => {
+                // The key may sit on `fresh` now (which ends no earlier than
+                // hold_until) or still on the old lease: revoking `fresh`
+                // could free the lock before lock_at_least_for is over. Leave
+                // both leases to expire by themselves. (Should the move not
+                // have applied and the old lease, shortened by an extend, end
+                // before hold_until, the hold ends with it: only a later
+                // answer could have said so.)
+                return Err(unknown_outcome(
+                    f.err,
+                    "the release's outcome is unknown; the lock stays taken until its lease \
+                     expires at etcd",
+                ));
+            }
+            Err(f) => {
                 inner.spawn_revoke(fresh);
-                return Err(e);
+                return Err(f.err);
             }
         };
         if !resp.succeeded() {

@@ -44,9 +44,16 @@ pub(crate) struct Inner {
     requests: AtomicU64,
 }
 
-/// A failed request: the dlock error, plus what kind of etcd trouble it was.
+/// A failed request: the dlock error, what kind of etcd trouble it was, and
+/// whether etcd may have applied it all the same.
 pub(crate) struct Failure {
     pub(crate) class: Class,
+    /// False only when the request surely changed nothing at etcd: it was
+    /// never sent, or etcd refused it outright. True when it may have been
+    /// applied (no answer in time, a connection broken mid-call, an
+    /// ambiguous server error): its outcome is unknown, and may stay so,
+    /// since the request may still be on its way.
+    pub(crate) maybe_applied: bool,
     pub(crate) err: Error,
 }
 
@@ -113,6 +120,7 @@ impl Inner {
     fn failure(&self, op: &'static str, e: etcd_client::Error) -> Failure {
         Failure {
             class: errors::classify(&e),
+            maybe_applied: !unsent(&e) && !errors::refused(&e),
             err: errors::map(
                 op,
                 &self.config.target(),
@@ -177,8 +185,11 @@ impl Inner {
         }
         Err(match last {
             Some(e) if Instant::now() < deadline => self.failure(op, e),
+            // The deadline passed with a request out (or still connecting):
+            // it may have reached etcd.
             _ => Failure {
                 class: Class::Other,
+                maybe_applied: true,
                 err: Error::Backend {
                     backend: KIND,
                     operation: op,

@@ -38,6 +38,46 @@ pub(crate) fn classify(e: &etcd_client::Error) -> Class {
     }
 }
 
+/// True when etcd (or the client, before sending) refused the request
+/// outright, so it changed nothing: a malformed or unauthorized request, a
+/// missing lease, a compacted revision, a rate limit. Timeouts, cancellations,
+/// broken connections, and `Unavailable`/`Unknown`/`Internal`/`Aborted`
+/// statuses (etcd's "request timed out" and "leader changed" among them) are
+/// not: such a request may have been applied.
+pub(crate) fn refused(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    use grpc_code::*;
+    match e {
+        E::InvalidArgs(_) | E::InvalidUri(_) | E::InvalidMetadataValue(_) => true,
+        E::GRpcStatus(s) => matches!(
+            i32::from(s.code()),
+            INVALID_ARGUMENT
+                | NOT_FOUND
+                | ALREADY_EXISTS
+                | PERMISSION_DENIED
+                | RESOURCE_EXHAUSTED
+                | FAILED_PRECONDITION
+                | OUT_OF_RANGE
+                | UNIMPLEMENTED
+                | UNAUTHENTICATED
+        ),
+        _ => false,
+    }
+}
+
+/// gRPC status codes (numbers fixed by the gRPC spec).
+mod grpc_code {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const NOT_FOUND: i32 = 5;
+    pub const ALREADY_EXISTS: i32 = 6;
+    pub const PERMISSION_DENIED: i32 = 7;
+    pub const RESOURCE_EXHAUSTED: i32 = 8;
+    pub const FAILED_PRECONDITION: i32 = 9;
+    pub const OUT_OF_RANGE: i32 = 11;
+    pub const UNIMPLEMENTED: i32 = 12;
+    pub const UNAUTHENTICATED: i32 = 16;
+}
+
 /// A short description of the failure: the gRPC message and code, then the
 /// chain of underlying causes (TLS alerts, connection errors), deduplicated.
 fn describe(e: &etcd_client::Error) -> String {

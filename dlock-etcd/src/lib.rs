@@ -7,11 +7,16 @@
 //!   key's create revision, which grows across owners, expiries and restarts.
 //! - **Extend**: a keep-alive of the lease (same length) checked against the
 //!   key, or a fresh lease attached by a transaction guarded on the create
-//!   revision (another length).
+//!   revision (another length). When that transaction's outcome is unknown
+//!   (no answer in time, a broken connection) the key may sit on either
+//!   lease: the extend answers `LockLost` and revokes neither, so nobody
+//!   else gets the lock before the lease the key sits on expires.
 //! - **Release**: a transaction that deletes the key only while it is still
 //!   this acquisition's; with `lock_at_least_for` still running, the key is
 //!   moved to a fresh lease that ends no earlier than `acquired + at_least`,
-//!   so the hold survives the process.
+//!   so the hold survives the process. A move whose outcome is unknown
+//!   revokes nothing (an error says so): the lock stays taken until its
+//!   lease expires.
 //! - **Waiting** watches the key from the revision at which it was seen held
 //!   (no polling); a guard's loss signal watches its key for deletion.
 //! - **Keys**: `<prefix>/<LockName::path_segment>`; a name's `/` is encoded,
