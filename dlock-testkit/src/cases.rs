@@ -5,6 +5,7 @@ use crate::ctx::{Context, Ctx};
 use crate::history::{check_history, work, Hold};
 use crate::proxy::{redirect, upstream, Proxy};
 use crate::{ensure, CaseResult};
+use crate::{validity_cases, waiting_cases};
 use dlock_core::BootInstant;
 use dlock_core::{Capabilities, Error, Lease, LockBackend, LockGuard, Locker};
 use futures::future::BoxFuture;
@@ -113,6 +114,11 @@ pub fn cases() -> Vec<Case> {
         case("wait_wakes_on_release", none, wait_wakes_on_release),
         case("wait_honours_timeout", none, wait_honours_timeout),
         case(
+            "wait_runs_out_as_none_after_a_pause",
+            none,
+            waiting_cases::wait_runs_out_as_none_after_a_pause,
+        ),
+        case(
             "keep_alive_survives_many_leases",
             none,
             keep_alive_survives_many_leases,
@@ -121,6 +127,16 @@ pub fn cases() -> Vec<Case> {
             "lost_fires_without_keep_alive",
             none,
             lost_fires_without_keep_alive,
+        ),
+        case(
+            "is_held_false_is_final",
+            none,
+            validity_cases::is_held_false_is_final,
+        ),
+        case(
+            "lost_fires_after_runtime_shutdown",
+            none,
+            validity_cases::lost_fires_after_runtime_shutdown,
         ),
         case(
             "lost_fires_when_coordinator_gone",
@@ -245,7 +261,7 @@ fn forged(lease: &Lease) -> Lease {
     f
 }
 
-fn is_lost<T>(r: &Result<T, Error>) -> bool {
+pub(crate) fn is_lost<T>(r: &Result<T, Error>) -> bool {
     matches!(r, Err(e) if e.is_lock_lost())
 }
 

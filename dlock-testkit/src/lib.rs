@@ -24,6 +24,8 @@ mod child;
 mod ctx;
 mod history;
 mod proxy;
+mod validity_cases;
+mod waiting_cases;
 
 pub use cases::{cases, Case, Needs};
 pub use child::{After, ChildProc, Role};

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use dlock_core::{LockGuard, Locker};
+use dlock_core::{BootInstant, LockGuard, Locker};
 use dlock_zookeeper::ZookeeperBackend;
 use std::time::{Duration, Instant};
 
@@ -138,4 +138,61 @@ async fn losing_the_ensemble_fires_lost_on_every_guard_at_once() {
         .unwrap();
     assert!(g3.token() > t2);
     g3.release().await.unwrap();
+}
+
+/// A holder whose process is paused (here: its only runtime thread blocked)
+/// longer than the session timeout must not believe its lock on resume: the
+/// ensemble expired its session meanwhile and another owner took the lock.
+/// `is_held()` is the first thing it asks after the pause, before any of
+/// its background tasks could run.
+#[tokio::test]
+async fn is_held_is_false_on_resume_after_a_pause_past_the_session_timeout() {
+    let root = unique_root("pause");
+    let holder_url = url(&root); // 4 s sessions
+    let (took_tx, took_rx) = tokio::sync::oneshot::channel::<u64>();
+    let holder = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let b = ZookeeperBackend::connect(&holder_url).await.unwrap();
+            let l = Locker::new(b).with_owner("paused").unwrap();
+            // A long lease with keep-alive: only the session can end it.
+            let g = take(&l, "job", Duration::from_secs(60), true).await;
+            took_tx.send(g.token().get()).unwrap();
+            // The pause: nothing of this runtime runs for 12 s (3 × the
+            // session timeout).
+            std::thread::sleep(Duration::from_secs(12));
+            let held = g.is_held();
+            (held, BootInstant::now(), g.token().get())
+        })
+    });
+    let t_holder = took_rx.await.unwrap();
+    let other = direct(&root, "other").await;
+    let g = other
+        .acquire("job")
+        .lock_for(Duration::from_secs(30))
+        .wait(Duration::from_secs(20))
+        .lock()
+        .await
+        .unwrap()
+        .expect("the paused holder's session never expired");
+    let t_other = BootInstant::now();
+    assert!(g.token().get() > t_holder);
+    let (held, t_resume, _) = tokio::task::spawn_blocking(move || holder.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        t_resume > t_other,
+        "the pause ended before the other owner got the lock: the test proves nothing"
+    );
+    assert!(
+        !held,
+        "the paused holder's is_held() answered true on resume, while another owner \
+         (token {}) had held the lock for {:?}",
+        g.token(),
+        t_resume.saturating_duration_since(t_other)
+    );
+    g.release().await.unwrap();
 }

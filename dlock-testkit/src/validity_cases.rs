@@ -1,0 +1,119 @@
+//! Cases for a guard's validity: `is_held() == false` is final, and the
+//! loss signal is never late, whoever else is (or is not) running.
+
+use crate::cases::is_lost;
+use crate::ctx::{Context, Ctx};
+use crate::{ensure, CaseResult};
+use dlock_core::{clock, BootInstant, LockGuard};
+use std::time::Duration;
+
+/// Once `is_held()` answered false, the guard is lost for good: `lost()`
+/// has completed, and `extend` and `release` answer `LockLost` — even in the
+/// instant after the local deadline, when the coordinator may still hold
+/// the lease for its safety margin (and would accept both).
+pub(crate) async fn is_held_false_is_final(ctx: Ctx) -> CaseResult {
+    let a = ctx.locker("owner-a").await?;
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let g = a
+        .acquire(&name)
+        .lock_for(lease)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    let until = g.lease().valid_until;
+    // Sleep to just before the local deadline, then look as often as the
+    // runtime lets us, so the first `false` is seen before any background
+    // task could notice the deadline.
+    clock::sleep_until(
+        until
+            .checked_sub(Duration::from_millis(30))
+            .unwrap_or(until),
+    )
+    .await;
+    let limit = until + Duration::from_secs(2);
+    while g.is_held() {
+        ensure!(
+            !limit.has_passed(),
+            "is_held() still true 2 s after the local deadline"
+        );
+        tokio::task::yield_now().await;
+    }
+    ensure!(
+        g.lost().is_lost(),
+        "is_held() answered false but lost() has not completed"
+    );
+    let r = g.extend(lease).await;
+    ensure!(
+        is_lost(&r),
+        "extend right after is_held() == false answered {r:?}, expected LockLost"
+    );
+    ensure!(!g.is_held(), "is_held() turned true again after an extend");
+    let r = g.release().await;
+    ensure!(
+        is_lost(&r),
+        "release right after is_held() == false answered {r:?}, expected LockLost"
+    );
+    Ok(())
+}
+
+/// `lost()` completes by the end of local validity even when the runtime
+/// that ran the guard's keep-alive has shut down (nothing renews the lease
+/// any more, so it must be reported lost, not hang).
+pub(crate) async fn lost_fires_after_runtime_shutdown(ctx: Ctx) -> CaseResult {
+    let a = ctx.locker("owner-a").await?;
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let (tx, rx) = tokio::sync::oneshot::channel::<Result<Option<LockGuard>, String>>();
+    {
+        let a = a.clone();
+        let name = name.clone();
+        std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("runtime: {e}")));
+                    return;
+                }
+            };
+            let r = rt
+                .block_on(a.acquire(&name).lock_for(lease).try_lock())
+                .map_err(|e| format!("acquire: {e}"));
+            // The guard leaves with its keep-alive task's runtime shut down.
+            drop(rt);
+            let _ = tx.send(r);
+        });
+    }
+    let g = rx
+        .await
+        .map_err(|_| "the acquiring thread died".to_string())??
+        .ok_or("free lock not taken")?;
+    let t0 = BootInstant::now();
+    let limit = g.lease().remaining() + Duration::from_secs(1);
+    let reason = tokio::time::timeout(limit, g.lost().wait())
+        .await
+        .map_err(|_| {
+            format!(
+                "lost() did not complete within {limit:?} although the runtime keeping the \
+                 lease alive is gone"
+            )
+        })?;
+    ensure!(!reason.is_empty(), "lost() gave no reason");
+    ensure!(!g.is_held(), "is_held() true after lost() completed");
+    ensure!(
+        t0.elapsed() <= limit,
+        "lost() completed {:?} after the guard came back",
+        t0.elapsed()
+    );
+    let r = g.release().await;
+    ensure!(
+        is_lost(&r),
+        "release after the loss answered {r:?}, expected LockLost"
+    );
+    Ok(())
+}
