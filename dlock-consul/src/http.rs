@@ -70,7 +70,8 @@ impl Http {
         let mut builder = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
+            // No client-wide total timeout: every request gets its deadline
+            // from `dlock_core::with_deadline` in `request` (see there).
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             // Honour the URL's host:port exactly; an HTTP(S)_PROXY variable
@@ -146,21 +147,30 @@ impl Http {
             url.push_str(&q);
         }
         let deadline = self.request_timeout.saturating_add(extra_time);
-        let mut req = self.client.request(method, &url).timeout(deadline);
+        let mut req = self.client.request(method, &url);
         if let Some(b) = body {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(b);
         }
         let fail = |e: reqwest::Error| self.transport_error(op, deadline, e);
-        let resp = req.send().await.map_err(fail)?;
-        let status = resp.status();
-        let index = resp
-            .headers()
-            .get("X-Consul-Index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let body = resp.bytes().await.map_err(fail)?.to_vec();
+        // The deadline covers sending and reading the whole answer. It is
+        // dlock's own rather than reqwest's: reqwest checks its timer before
+        // looking at the answer, so a process resumed after a stop longer
+        // than the deadline would report a timeout for an answer already
+        // received; `with_deadline` lets such an answer through.
+        let (status, index, body) = dlock_core::with_deadline(op, deadline, async {
+            let resp = req.send().await.map_err(fail)?;
+            let status = resp.status();
+            let index = resp
+                .headers()
+                .get("X-Consul-Index")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let body = resp.bytes().await.map_err(fail)?.to_vec();
+            Ok((status, index, body))
+        })
+        .await?;
         Ok(Reply {
             status,
             index,

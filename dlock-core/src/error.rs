@@ -157,13 +157,39 @@ impl Error {
 /// Runs `fut` with a deadline, mapping expiry to [`Error::Timeout`].
 ///
 /// Every network call in dlock goes through this (or a client-level timeout).
+///
+/// A deadline whose timer fires much later than it was due is evidence
+/// that this process did not run (it was stopped, suspended or starved),
+/// not that the coordinator is slow: the answer may already be waiting in
+/// the socket. Then the request gets one short grace period to deliver it
+/// before the timeout is reported, so "the clock moved while we were
+/// stopped" is not reported as a coordinator failure. (Safety does not
+/// rest on this: a guard's validity is timed separately, and an answer that
+/// arrives after its deadline does not revive it.)
 pub async fn with_deadline<T>(
     operation: &'static str,
     after: Duration,
     fut: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    match tokio::time::timeout(after, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(Error::Timeout { operation, after }),
+    /// A timer this late means the process was not running.
+    const PAUSE_EVIDENCE: Duration = Duration::from_millis(500);
+    /// How long a request may still answer after a pause.
+    const PAUSE_GRACE: Duration = Duration::from_secs(1);
+    let mut fut = std::pin::pin!(fut);
+    let mut budget = after;
+    let mut graced = false;
+    loop {
+        let started = tokio::time::Instant::now();
+        match tokio::time::timeout(budget, fut.as_mut()).await {
+            Ok(r) => return r,
+            Err(_) => {
+                let late = started.elapsed().saturating_sub(budget);
+                if graced || late < PAUSE_EVIDENCE {
+                    return Err(Error::Timeout { operation, after });
+                }
+                graced = true;
+                budget = PAUSE_GRACE;
+            }
+        }
     }
 }

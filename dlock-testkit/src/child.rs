@@ -49,6 +49,19 @@ pub enum Role {
         /// lock_at_most_for in ms.
         at_most_ms: u64,
     },
+    /// Print `WAITING`, then one `lock()` waiting up to `wait_ms`: prints
+    /// `ACQUIRED <token> <wall clock ms>` (then releases) or `HELD` when the
+    /// wait ran out; an error is `ERROR ...` as for every role.
+    Wait {
+        /// Lock name.
+        name: String,
+        /// Owner.
+        owner: String,
+        /// lock_at_most_for in ms.
+        at_most_ms: u64,
+        /// How long to wait for the lock, ms.
+        wait_ms: u64,
+    },
     /// A concurrency worker: `tasks` tasks, each `per_task` acquisitions; prints HOLD lines.
     Work {
         /// Names to contend for.
@@ -174,6 +187,29 @@ async fn play(suite: &Suite, env: Envelope) -> Result<(), String> {
             }
             Ok(())
         }
+        Role::Wait {
+            name,
+            owner,
+            at_most_ms,
+            wait_ms,
+        } => {
+            let locker = Locker::from_arc(backend)
+                .with_owner(owner)
+                .map_err(|e| e.to_string())?;
+            println!("WAITING");
+            match locker
+                .lock(name, ms(at_most_ms), ms(wait_ms))
+                .await
+                .map_err(|e| format!("lock: {e}"))?
+            {
+                Some(g) => {
+                    println!("ACQUIRED {} {}", g.token(), wall_ms());
+                    g.release().await.map_err(|e| format!("release: {e}"))?;
+                }
+                None => println!("HELD"),
+            }
+            Ok(())
+        }
         Role::Work {
             names,
             tasks,
@@ -289,6 +325,14 @@ impl ChildProc {
                 _ => {}
             }
         }
+    }
+
+    /// Sends `signal` (e.g. SIGSTOP, SIGCONT) to the child process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<(), String> {
+        let pid = self.child.id().ok_or("the child has already exited")?;
+        let pid = i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .map_err(|e| format!("signal {signal} to the child: {e}"))
     }
 
     /// SIGKILL, and reap.
