@@ -654,9 +654,13 @@ impl Session {
                     return Ok(())
                 }
                 (Err(zk::Error::NoNode), _) if attempt == 0 => {
-                    client
-                        .mkdir(&self.cfg.root, &opts)
+                    // mkdir is several requests; one deadline covers them all.
+                    tokio::time::timeout(self.request_timeout, client.mkdir(&self.cfg.root, &opts))
                         .await
+                        .map_err(|_| Error::Timeout {
+                            operation: "create root",
+                            after: self.request_timeout,
+                        })?
                         .map_err(|e| op_error("create root", &self.cfg.root, e))?;
                 }
                 (Err(e), _) => return Err(op_error("create lock directory", &paths.dir, e)),
