@@ -139,6 +139,14 @@ pub fn cases() -> Vec<Case> {
             validity_cases::lost_fires_after_runtime_shutdown,
         ),
         case(
+            "late_extend_answer_does_not_revive",
+            Needs {
+                networked: true,
+                ..none
+            },
+            validity_cases::late_extend_answer_does_not_revive,
+        ),
+        case(
             "lost_fires_when_coordinator_gone",
             Needs {
                 networked: true,

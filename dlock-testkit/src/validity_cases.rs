@@ -3,6 +3,7 @@
 
 use crate::cases::is_lost;
 use crate::ctx::{Context, Ctx};
+use crate::proxy::{redirect, upstream, Proxy};
 use crate::{ensure, CaseResult};
 use dlock_core::{clock, BootInstant, LockGuard};
 use std::time::Duration;
@@ -110,6 +111,56 @@ pub(crate) async fn lost_fires_after_runtime_shutdown(ctx: Ctx) -> CaseResult {
         "lost() completed {:?} after the guard came back",
         t0.elapsed()
     );
+    let r = g.release().await;
+    ensure!(
+        is_lost(&r),
+        "release after the loss answered {r:?}, expected LockLost"
+    );
+    Ok(())
+}
+
+/// An extension sent just before the local deadline whose answer arrives
+/// after it (the coordinator applied it; a proxy held the answer) does not
+/// revive the guard: it answers `LockLost`, and `is_held()` stays false.
+/// Otherwise a guard could report "not held" (and `lost()` fire) and then
+/// "held" again, after its owner already stopped or handed over work.
+pub(crate) async fn late_extend_answer_does_not_revive(ctx: Ctx) -> CaseResult {
+    let up = upstream(&ctx.url).ok_or("the URL has no single host:port for the proxy")?;
+    let proxy = Proxy::start(up).await?;
+    let via = redirect(&ctx.url, proxy.addr()).ok_or("cannot point the URL at the proxy")?;
+    let a = ctx.locker_on(&ctx.connect_url(&via).await?, "owner-a");
+    let name = ctx.name("x");
+    let lease = ctx.lease();
+    let g = a
+        .acquire(&name)
+        .lock_for(lease)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    let until = g.lease().valid_until;
+    let before = Duration::from_millis(150);
+    clock::sleep_until(until.checked_sub(before).unwrap_or(until)).await;
+    proxy.stall();
+    let lost_seen = g.lost();
+    let (r, ()) = tokio::join!(g.extend(lease), async {
+        // Hold the answer until the local deadline has passed and the loss
+        // was reported, then deliver it.
+        let _ = tokio::time::timeout(before * 4, lost_seen.wait()).await;
+        proxy.resume();
+    });
+    ensure!(
+        is_lost(&r),
+        "an extension answered after the local deadline returned {r:?}, expected LockLost"
+    );
+    ensure!(
+        !g.is_held(),
+        "is_held() turned true again after the late answer"
+    );
+    ensure!(g.lost().is_lost(), "lost() un-fired after the late answer");
+    // The late extension did apply at the coordinator: the release that
+    // follows (matched on this acquisition) frees the lock for others.
     let r = g.release().await;
     ensure!(
         is_lost(&r),
