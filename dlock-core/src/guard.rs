@@ -129,18 +129,25 @@ impl GuardShared {
             .shorten_to(crate::local_valid_until(BootInstant::now(), lock_for));
         let lease = self.lease();
         let span = tracing::debug_span!("dlock.extend", backend = self.backend.kind(), lock = %lease.name, token = lease.token.0);
+        let sent = BootInstant::now();
         match self.backend.extend(&lease, lock_for).instrument(span).await {
             // An answer that arrives after the loss was declared (the
             // deadline passed while it was in flight) does not revive it.
             Ok(new) => self
                 .validity
-                .accept_extension(new)
+                .accept_extension(new, sent)
                 .map_err(|r| self.lost_error(r)),
             Err(e) => {
                 metrics::counter!("dlock_extend_failures_total", "backend" => self.backend.kind())
                     .increment(1);
                 if e.is_lock_lost() {
                     self.validity.mark_lost(e.to_string());
+                } else if !matches!(
+                    e,
+                    Error::Unsupported { .. } | Error::InvalidConfig(_) | Error::InvalidName { .. }
+                ) {
+                    // Anything but a refusal before sending: it may land later.
+                    self.validity.note_unknown_outcome(lock_for);
                 }
                 Err(e)
             }
@@ -232,6 +239,13 @@ impl LockGuard {
     /// Extends the lease to `lock_for` from now, by the coordinator's clock.
     /// [`Error::LockLost`] if it is no longer ours, or was declared lost
     /// before the coordinator's answer arrived.
+    ///
+    /// An extension that fails without a clear answer (a timeout, a broken
+    /// connection) may still land at the coordinator later, after a later
+    /// extension succeeded. So from then on the guard counts on no more than
+    /// that extension's length from any later grant (and keeps itself alive
+    /// at that length): what it believes never outlasts what the coordinator
+    /// holds, in any order of arrival.
     pub async fn extend(&self, lock_for: Duration) -> Result<()> {
         self.shared.extend(lock_for).await
     }

@@ -12,8 +12,9 @@
 //! - a loss is final: once latched, nothing un-loses the guard.
 
 use crate::clock::{self, BootInstant};
-use crate::{Lease, LockName};
+use crate::{local_valid_until, Lease, LockName};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// A backend's own bound on how long a lease can be proven valid, besides
@@ -25,6 +26,11 @@ pub type ValidityBound = Arc<dyn Fn() -> BootInstant + Send + Sync>;
 
 struct State {
     lease: Lease,
+    /// The shortest extension whose outcome is unknown (it timed out or its
+    /// connection broke): it may still land at the coordinator at any later
+    /// time and set the deadline to *its* length from then. From then on the
+    /// guard never believes more than that length from any later grant.
+    unknown_floor: Option<Duration>,
     lost: Option<String>,
     /// Released on purpose (explicitly or on drop): the loss signal then
     /// never completes.
@@ -45,6 +51,7 @@ impl Validity {
             kind,
             state: Mutex::new(State {
                 lease,
+                unknown_floor: None,
                 lost: None,
                 ended: false,
             }),
@@ -129,7 +136,11 @@ impl Validity {
     /// Takes a newly extended lease, unless the guard was lost while the
     /// extension was in flight (its deadline passed, or a loss was
     /// reported): then the answer comes too late and the loss stands.
-    pub(crate) fn accept_extension(&self, new: Lease) -> Result<(), String> {
+    ///
+    /// `sent` is the local instant taken before the extension was sent. An
+    /// earlier extension whose outcome is unknown caps what the new one is
+    /// believed to give (see [`Validity::note_unknown_outcome`]).
+    pub(crate) fn accept_extension(&self, mut new: Lease, sent: BootInstant) -> Result<(), String> {
         if let Some(r) = self.check() {
             return Err(r);
         }
@@ -137,6 +148,10 @@ impl Validity {
             let mut s = self.state();
             if let Some(r) = &s.lost {
                 return Err(r.clone());
+            }
+            if let Some(floor) = s.unknown_floor.filter(|f| *f < new.at_most) {
+                new.valid_until = new.valid_until.min(local_valid_until(sent, floor));
+                new.at_most = floor;
             }
             s.lease = new;
         }
@@ -152,6 +167,19 @@ impl Validity {
         if until < s.lease.valid_until {
             s.lease.valid_until = until;
         }
+    }
+
+    /// An extension of `lock_for` failed without a clear answer (timed out,
+    /// connection broken): it may have applied, or may still apply later —
+    /// a request stuck in a slow connection can land after a later
+    /// extension succeeded and move the coordinator's deadline back to
+    /// `lock_for` from then. That deadline is never earlier than `lock_for`
+    /// after any later extension's send instant, so capping every later
+    /// grant at `lock_for` keeps the guard's belief at or below the
+    /// coordinator's in every order of arrival ("later wins" for the guard).
+    pub(crate) fn note_unknown_outcome(&self, lock_for: Duration) {
+        let mut s = self.state();
+        s.unknown_floor = Some(s.unknown_floor.map_or(lock_for, |f| f.min(lock_for)));
     }
 
     /// The lease was released on purpose: the loss signal never completes.

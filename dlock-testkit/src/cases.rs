@@ -139,6 +139,11 @@ pub fn cases() -> Vec<Case> {
             validity_cases::lost_fires_after_runtime_shutdown,
         ),
         case(
+            "delayed_short_extend_never_outlives_the_guard",
+            none,
+            validity_cases::delayed_short_extend_never_outlives_the_guard,
+        ),
+        case(
             "late_extend_answer_does_not_revive",
             Needs {
                 networked: true,

@@ -22,6 +22,7 @@ pub mod bench;
 mod cases;
 mod child;
 mod ctx;
+mod delayed_extend;
 mod history;
 mod proxy;
 mod validity_cases;

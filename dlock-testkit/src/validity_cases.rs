@@ -3,6 +3,7 @@
 
 use crate::cases::is_lost;
 use crate::ctx::{Context, Ctx};
+use crate::delayed_extend::DelayedFirstExtend;
 use crate::proxy::{redirect, upstream, Proxy};
 use crate::{ensure, CaseResult};
 use dlock_core::{clock, BootInstant, LockGuard};
@@ -166,5 +167,62 @@ pub(crate) async fn late_extend_answer_does_not_revive(ctx: Ctx) -> CaseResult {
         is_lost(&r),
         "release after the loss answered {r:?}, expected LockLost"
     );
+    Ok(())
+}
+
+/// Later wins: a short extension that timed out, then landed at the
+/// coordinator *after* a later, longer extension succeeded, must not leave
+/// the guard believing the longer one — otherwise another owner gets the
+/// lock while this guard still answers `is_held() == true`.
+pub(crate) async fn delayed_short_extend_never_outlives_the_guard(ctx: Ctx) -> CaseResult {
+    let short = ctx.lease();
+    let long = ctx.lease_at_least(short * 3);
+    let delay = Duration::from_millis(300);
+    let (backend, landed) = DelayedFirstExtend::new(ctx.fresh().await?, delay);
+    let a = ctx.locker_on(&backend, "owner-a");
+    let b = ctx.locker("owner-b").await?;
+    let name = ctx.name("x");
+    let g = a
+        .acquire(&name)
+        .lock_for(long)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    // The short extension "times out" (it is still on its way) ...
+    let r = g.extend(short).await;
+    ensure!(
+        r.as_ref().is_err_and(|e| !e.is_lock_lost()),
+        "the held-back extension answered {r:?}, expected a timeout"
+    );
+    // ... the guard extends again, long, and that one succeeds ...
+    g.extend(long).await.ctx("extend after the timeout")?;
+    // ... and then the short one lands.
+    let landed = tokio::time::timeout(delay + Duration::from_secs(10), landed)
+        .await
+        .map_err(|_| "the held-back extension never landed".to_string())?
+        .map_err(|_| "the held-back extension was dropped".to_string())?;
+    let limit = landed.sent + short + ctx.expiry_bound(short);
+    loop {
+        if let Some(other) = b.try_lock(&name, short).await.ctx("try_lock by owner-b")? {
+            let held = g.is_held();
+            other.release().await.ctx("release by owner-b")?;
+            ensure!(
+                !held,
+                "owner-b took the lock (the late short extension applied: {}) while the first \
+                 guard still answered is_held() == true",
+                landed.applied
+            );
+            break;
+        }
+        if limit.has_passed() {
+            // The coordinator refused the late extension, or kept the later
+            // deadline: nobody else got in.
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = g.release().await;
     Ok(())
 }
