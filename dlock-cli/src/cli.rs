@@ -86,11 +86,18 @@ COMMAND gets these environment variables:
                reject writes with a smaller token
   DLOCK_NAME   the lock name
   DLOCK_OWNER  the owner name
+and not DLOCK_URL (the coordinator's credentials stay with dlock).
 
-SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to dlock are
-forwarded to COMMAND; dlock waits for it, then releases the lock. If dlock
-itself dies, COMMAND gets the --on-lost signal (Linux) and the lock frees
-itself after --lock-for.
+COMMAND runs in a process group of its own. SIGINT, SIGTERM, SIGHUP and
+SIGQUIT sent to dlock are forwarded to that whole group, SIGUSR1 and SIGUSR2
+to COMMAND itself; dlock waits for COMMAND, kills what it left running in
+its group, then releases the lock.
+
+The whole group is dead before the coordinator could give the lock to
+anyone else: when the lease could not be renewed and only --kill-after plus
+a margin of it is left, the group gets SIGTERM, and SIGKILL when the margin
+is reached or the lock is lost. A sentinel process in the group does the
+same if dlock dies or is stopped. --on-lost ignore gives that guarantee up.
 
 Examples:
   dlock run --url sqlite:///tmp/locks.db --name backup --lock-for 10m -- ./backup.sh
@@ -106,8 +113,8 @@ Examples:
        the command did not run
   75   skipped: another owner holds the lock (change with --skipped-exit-code);
        the command did not run
-  76   the lock was lost while the command ran (the command was signalled as
-       --on-lost says)
+  76   the lock was lost, or could not be renewed in time, while the command
+       ran (the command was signalled as --on-lost says)
   126  the command could not be executed
   127  the command was not found"
 );
@@ -133,8 +140,9 @@ Exit codes: 0 on success, 64 bad command line, 69 the coordinator could not be a
 const RELEASE_HELP: &str = "\
 A lock taken by `dlock run` is released when its command exits; use this only
 to free a lock whose holder is stuck. The holder is not told: it learns at its
-next keep-alive (its command gets the --on-lost signal). The fencing token
-counter is kept, so the next holder's token is still greater.
+next keep-alive (then its command's process group is killed, unless --on-lost
+ignore). The fencing token counter is kept, so the next holder's token is
+still greater.
 
 Example:
   dlock release --url postgres://dlock:pw@db/locks nightly-report --force
@@ -142,14 +150,17 @@ Example:
 Exit codes: 0 released (or was not held), 64 bad command line or no --force,
 69 the coordinator could not be asked.";
 
-/// What to do with COMMAND when the lock is lost while it runs.
+/// What to do with COMMAND (its whole process group) when the lease runs out
+/// or is lost while it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnLost {
-    /// Send SIGTERM, then SIGKILL after --kill-after.
+    /// SIGTERM --kill-after before the lease would run out without renewal,
+    /// SIGKILL just before it does or once it is lost.
     Term,
-    /// Send SIGKILL at once.
+    /// SIGKILL just before the lease would run out without renewal, or once
+    /// it is lost.
     Kill,
-    /// Let it run (unprotected); still exit 76.
+    /// Let it run, unprotected: it may overlap the next holder; exit 76.
     Ignore,
 }
 
@@ -182,9 +193,12 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = OnLost::Term)]
     pub on_lost: OnLost,
 
-    /// With --on-lost term: SIGKILL if COMMAND still runs this long after SIGTERM.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
-    pub kill_after: Duration,
+    /// With --on-lost term: SIGKILL if COMMAND still runs this long after
+    /// SIGTERM. --kill-after plus a margin of --lock-for/20 (10 ms to 1 s)
+    /// may be at most a third of --lock-for. [default: 10s, or the most
+    /// that fits]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub kill_after: Option<Duration>,
 
     /// Do not extend the lease: COMMAND must end within --lock-for, or the
     /// lock is lost (and COMMAND signalled).

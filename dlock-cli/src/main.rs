@@ -1,14 +1,15 @@
 //! `dlock`: run a command under a distributed lock, inspect and release
 //! locks, on any coordinator dlock supports. See `dlock --help`.
 
-mod child;
 mod cli;
 mod exit;
+mod group;
 mod redact;
 mod release;
 mod run;
 mod signals;
 mod status;
+mod stop;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -33,9 +34,8 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::LOCK_ERROR);
         }
     };
-    // Everything, including spawning the command, runs on this (main)
-    // thread: the command's parent-death signal follows the thread that
-    // spawned it, and the main thread lives as long as dlock does.
+    // Everything, including spawning the command and its sentinel, runs on
+    // this (main) thread.
     ExitCode::from(rt.block_on(dispatch(cli)))
 }
 

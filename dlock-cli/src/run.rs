@@ -2,16 +2,30 @@
 
 use crate::cli::{OnLost, RunArgs};
 use crate::exit;
+use crate::group::Group;
 use crate::signals::Signals;
+use crate::stop::StopPlan;
 use dlock::LockGuard;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::time::Duration;
 use tokio::time::Instant;
+
+/// The longest `dlock run` sleeps between looks at the lease: a timer does
+/// not count suspended time, the lease's clock does.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// Runs `args.command` under the lock; returns the exit code.
 pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -> u8 {
+    let plan = match StopPlan::new(args.on_lost, args.lock_for, args.kill_after) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dlock: {e}");
+            return exit::USAGE;
+        }
+    };
     let locker = match crate::connect(url, args.owner.as_deref()).await {
         Ok(l) => l,
         Err(e) => {
@@ -59,6 +73,14 @@ pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -
     };
     tracing::info!(lock = %args.name, token = guard.token().get(), "lock taken");
 
+    let mut group = match Group::start(&plan, guard.lease().remaining()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("dlock: cannot set up the command's process group: {e}");
+            release(guard, &args.name).await;
+            return exit::LOCK_ERROR;
+        }
+    };
     let program = &args.command[0];
     let mut cmd = tokio::process::Command::new(program);
     // The coordinator URL may carry a password: the command gets the token,
@@ -68,7 +90,7 @@ pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -
         .env("DLOCK_TOKEN", guard.token().to_string())
         .env("DLOCK_NAME", &args.name)
         .env("DLOCK_OWNER", locker.owner());
-    crate::child::die_with_parent(&mut cmd, death_signal(args.on_lost));
+    group.prepare(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -77,6 +99,7 @@ pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -
                 _ => exit::CANNOT_EXECUTE,
             };
             eprintln!("dlock: cannot run {}: {e}", program.to_string_lossy());
+            group.finish(plan.stops()).await;
             release(guard, &args.name).await;
             return code;
         }
@@ -85,35 +108,73 @@ pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -
         .id()
         .and_then(|p| i32::try_from(p).ok())
         .map(Pid::from_raw);
+    group.spawned(child.id());
 
     let lost = guard.lost();
     let mut lost_reason: Option<String> = None;
+    // Set once SIGTERM went out because the lease ran short: SIGKILL then.
     let mut kill_at: Option<Instant> = None;
+    let mut killed = false;
     let status = loop {
+        let left = guard.lease().remaining();
+        if !killed && plan.stops() {
+            let now = Instant::now();
+            let short = plan.kill_when_left().is_some_and(|k| left <= k);
+            let overdue = kill_at.is_some_and(|at| now >= at);
+            if lost_reason.is_some() || !guard.is_held() || short || overdue {
+                if overdue && !short && guard.is_held() {
+                    eprintln!(
+                        "dlock: the command still runs {} after SIGTERM; sending SIGKILL to its process group",
+                        humantime::format_duration(plan.kill_after)
+                    );
+                } else if lost_reason.is_none() {
+                    eprintln!(
+                        "dlock: lock {:?} could not be renewed and its lease is about to run out; \
+                         sending SIGKILL to the command's process group",
+                        args.name
+                    );
+                }
+                group.signal(Signal::SIGKILL);
+                killed = true;
+            } else if kill_at.is_none() && plan.term_when_left().is_some_and(|t| left <= t) {
+                eprintln!(
+                    "dlock: lock {:?} could not be renewed and has {} of its lease left; \
+                     stopping the command (SIGTERM to its process group, SIGKILL within {})",
+                    args.name,
+                    humantime::format_duration(round_ms(left)),
+                    humantime::format_duration(plan.kill_after)
+                );
+                group.signal(Signal::SIGTERM);
+                group.signal(Signal::SIGCONT);
+                kill_at = Some(now + plan.kill_after);
+            }
+        }
+        group.lease_left(left);
+        let wake = next_look(&plan, left, kill_at, killed);
         tokio::select! {
             st = child.wait() => break st,
             reason = lost.wait(), if lost_reason.is_none() => {
                 eprintln!("dlock: lock {:?} lost while the command ran: {reason}", args.name);
                 match args.on_lost {
-                    OnLost::Term => {
-                        send(pid, Signal::SIGTERM);
-                        kill_at = Some(Instant::now() + args.kill_after);
+                    OnLost::Term | OnLost::Kill => {
+                        // The lock may be someone else's already: no grace.
+                        if !killed {
+                            eprintln!("dlock: sending SIGKILL to the command's process group");
+                            group.signal(Signal::SIGKILL);
+                            killed = true;
+                        }
                     }
-                    OnLost::Kill => send(pid, Signal::SIGKILL),
-                    OnLost::Ignore => eprintln!("dlock: --on-lost ignore: the command keeps running unprotected"),
+                    OnLost::Ignore => eprintln!(
+                        "dlock: --on-lost ignore: the command keeps running unprotected"
+                    ),
                 }
                 lost_reason = Some(reason);
             }
             sig = signals.recv() => {
                 tracing::info!(signal = %sig, "forwarding signal to the command");
-                send(pid, sig);
+                forward(&group, pid, sig);
             }
-            _ = sleep_until(kill_at), if kill_at.is_some() => {
-                eprintln!("dlock: the command still runs {} after SIGTERM; sending SIGKILL",
-                    humantime::format_duration(args.kill_after));
-                send(pid, Signal::SIGKILL);
-                kill_at = None;
-            }
+            _ = tokio::time::sleep_until(wake) => {}
         }
     };
     let code = match status {
@@ -123,17 +184,23 @@ pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -
             exit::LOCK_ERROR
         }
     };
+    // Nothing the command started may run on once the lock is let go.
+    group.finish(plan.stops()).await;
     if lost_reason.is_some() {
         drop(guard);
         return exit::LOST;
     }
+    let stopped = kill_at.is_some() || killed;
     match guard.release().await {
+        Ok(()) if stopped => exit::LOST,
         Ok(()) => code,
         Err(e) if e.is_lock_lost() => {
-            eprintln!(
-                "dlock: lock {:?} was lost before the command ended: {e}",
-                args.name
-            );
+            if !stopped {
+                eprintln!(
+                    "dlock: lock {:?} was lost before the command ended: {e}",
+                    args.name
+                );
+            }
             exit::LOST
         }
         Err(e) => {
@@ -142,7 +209,48 @@ pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -
                 "dlock: releasing lock {:?} failed ({e}); it frees itself after --lock-for",
                 args.name
             );
-            code
+            if stopped {
+                exit::LOST
+            } else {
+                code
+            }
+        }
+    }
+}
+
+/// When to look at the lease next: when it reaches the next point of
+/// `plan` (assuming no renewal), at most [`LOOK_EVERY`] from now.
+fn next_look(plan: &StopPlan, left: Duration, kill_at: Option<Instant>, killed: bool) -> Instant {
+    let now = Instant::now();
+    let mut wait = LOOK_EVERY;
+    if !killed {
+        let points = [
+            plan.term_when_left().filter(|_| kill_at.is_none()),
+            plan.kill_when_left(),
+        ];
+        for p in points.into_iter().flatten() {
+            wait = wait.min(left.saturating_sub(p));
+        }
+        if let Some(at) = kill_at {
+            wait = wait.min(at.saturating_duration_since(now));
+        }
+    }
+    now + wait
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Signals meant to end the command go to its whole group (and wake it if
+/// it is stopped, as a shell's `kill` does); SIGUSR1/2 are messages for
+/// COMMAND itself.
+fn forward(group: &Group, pid: Option<Pid>, sig: Signal) {
+    match sig {
+        Signal::SIGUSR1 | Signal::SIGUSR2 => send(pid, sig),
+        _ => {
+            group.signal(sig);
+            group.signal(Signal::SIGCONT);
         }
     }
 }
@@ -150,13 +258,6 @@ pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -
 async fn release(guard: LockGuard, name: &str) {
     if let Err(e) = guard.release().await {
         eprintln!("dlock: releasing lock {name:?} failed ({e}); it frees itself after --lock-for");
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -168,14 +269,6 @@ fn send(pid: Option<Pid>, sig: Signal) {
                 eprintln!("dlock: sending {sig} to the command failed: {e}");
             }
         }
-    }
-}
-
-fn death_signal(on_lost: OnLost) -> Option<Signal> {
-    match on_lost {
-        OnLost::Term => Some(Signal::SIGTERM),
-        OnLost::Kill => Some(Signal::SIGKILL),
-        OnLost::Ignore => None,
     }
 }
 

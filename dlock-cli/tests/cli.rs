@@ -195,7 +195,7 @@ fn sigkilled_holder_frees_after_lease(env: &Env) {
     let mut holder = holder;
     holder.wait().unwrap();
 
-    // The command dies with its dlock (parent-death signal), not orphaned.
+    // The command dies with its dlock (its group's sentinel stops it), not orphaned.
     let deadline = Instant::now() + Duration::from_secs(5);
     while alive(&child_pid) {
         assert!(
@@ -545,15 +545,15 @@ fn lock_errors_usage_errors_and_missing_commands() {
     assert_eq!(c, Some(0));
 }
 
-// --- lost lock: the command is signalled, exit 76 ------------------------------
+// --- lost lock: the command is killed at once, exit 76 ------------------------
 
 #[test]
-fn lost_lock_signals_the_command() {
+fn lost_lock_kills_the_command_at_once() {
     let env = Env::sqlite();
     let marker = env.path("got-term");
     let started = env.path("started");
     let script = format!(
-        "trap 'echo term > {}; exit 0' TERM; echo up > {}; while :; do sleep 0.1; done",
+        "trap 'echo term > {}; exit 0' TERM; echo $$ > {}; while :; do sleep 0.1; done",
         marker.display(),
         started.display()
     );
@@ -572,7 +572,10 @@ fn lost_lock_signals_the_command() {
         ])
         .spawn()
         .unwrap();
-    wait_for_file(&started, Duration::from_secs(20));
+    let sh_pid = wait_for_file(&started, Duration::from_secs(20));
+    // The operator frees the lock: from now on anyone may take it, so once
+    // the holder learns (at its next keep-alive) there is no time left for
+    // a graceful SIGTERM.
     let out = env
         .dlock()
         .args(["release", "l", "--force"])
@@ -582,7 +585,11 @@ fn lost_lock_signals_the_command() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("released lock \"l\""));
     let st = wait_child(&mut holder, Duration::from_secs(20));
     assert_eq!(st.code(), Some(LOST));
-    assert_eq!(wait_for_file(&marker, Duration::from_secs(1)), "term");
+    assert!(!alive(&sh_pid), "the command outlived the loss");
+    assert!(
+        !marker.exists(),
+        "the command got SIGTERM and ran its handler after the lock was lost"
+    );
 }
 
 // --- signals sent to dlock reach the command; the lock is released -------------
@@ -618,6 +625,351 @@ fn sigterm_is_forwarded_and_the_lock_released() {
     assert_eq!(st.code(), Some(3), "dlock exits with the command's code");
     assert_eq!(wait_for_file(&marker, Duration::from_secs(1)), "forwarded");
     assert_eq!(env.status_json("f")["held"], false);
+}
+
+// --- children die with the lease ----------------------------------------------
+//
+// Whatever ends the first holder's lease, no process of its command may still
+// run when a second `dlock run` has the lock. The second command itself takes
+// the snapshot (it starts right after its lock was granted), so the check is
+// made at that moment and not some time later.
+
+/// How the first holder loses its lease.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Loss {
+    /// The coordinator becomes unreachable: the proxy in front of it is cut.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Cut,
+    /// The first `dlock` is killed with SIGKILL.
+    SigkillDlock,
+    /// The first `dlock` is stopped (SIGSTOP): it can neither renew nor signal.
+    StopDlock,
+}
+
+/// `argv` of process `pid` (empty for zombies and processes gone).
+fn cmdline(pid: &str) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `(pid, state, pgrp)` from one line of `/proc/PID/stat`.
+fn parse_stat(line: &str) -> Option<(i32, char, i32)> {
+    let (head, rest) = line.rsplit_once(')')?;
+    let pid = head.split_whitespace().next()?.parse().ok()?;
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let _ppid = f.next()?;
+    let pgrp = f.next()?.parse().ok()?;
+    Some((pid, state, pgrp))
+}
+
+fn pgrp_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    parse_stat(&stat).unwrap().2
+}
+
+/// The pid of the live process whose argv is exactly `argv`.
+fn find_process(argv: &[&str], within: Duration) -> i32 {
+    let deadline = Instant::now() + within;
+    loop {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.parse::<i32>().is_ok() && cmdline(&name) == argv && alive(&name) {
+                return name.parse().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "no process {argv:?} appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills what the test started, pass or fail, so nothing outlives it.
+struct Cleanup {
+    pids: Vec<i32>,
+    group: Option<i32>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, killpg, Signal};
+        use nix::unistd::Pid;
+        if let Some(g) = self.group {
+            let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+        }
+        for p in &self.pids {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGCONT);
+            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+    }
+}
+
+/// `url` with its host and port replaced by `addr`.
+#[cfg(feature = "postgres")]
+fn redirect(url: &str, addr: std::net::SocketAddr) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    u.set_host(Some(&addr.ip().to_string())).unwrap();
+    u.set_port(Some(addr.port())).unwrap();
+    u.to_string()
+}
+
+/// Runs `sh -c SCRIPT` (which must write its pid to `$1`, then run `sleep
+/// SLEEP_ARG`, then touch `$2`) under a first `dlock run --lock-for 3s`, ends
+/// that holder's lease as `loss` says, lets a second `dlock run` wait for the
+/// lock, and checks from inside the second command that nothing of the first
+/// command still runs.
+fn command_is_dead_before_the_next_holder(env: &Env, loss: Loss, script: &str, sleep_arg: &str) {
+    let name = unique("cli-children");
+    let pid_file = env.path("first.pid");
+    let done = env.path("done");
+    // The first holder talks to the coordinator through a proxy the test can
+    // cut (PostgreSQL); otherwise directly.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    #[cfg(feature = "postgres")]
+    let mut proxy = None;
+    let mut first_url = env.url.clone();
+    if loss == Loss::Cut {
+        #[cfg(feature = "postgres")]
+        {
+            let u = url::Url::parse(&env.url).unwrap();
+            let upstream = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap());
+            let p = rt.block_on(dlock_testkit::Proxy::start(upstream)).unwrap();
+            first_url = redirect(&env.url, p.addr());
+            proxy = Some(p);
+        }
+    }
+    let first_log = std::fs::File::create(env.path("first.log")).unwrap();
+    let mut first = env
+        .dlock()
+        .env("DLOCK_URL", &first_url)
+        .args(["run", "--name", &name, "--lock-for", "3s", "--"])
+        .args(["sh", "-c", script, "sh"])
+        .arg(&pid_file)
+        .arg(&done)
+        // Files, not pipes: a process that outlives the test must not keep
+        // the test's pipes open.
+        .stdout(Stdio::null())
+        .stderr(first_log)
+        .spawn()
+        .unwrap();
+    let mut cleanup = Cleanup {
+        pids: vec![first.id() as i32],
+        group: None,
+    };
+    let sh_pid: i32 = wait_for_file(&pid_file, Duration::from_secs(20))
+        .parse()
+        .unwrap();
+    cleanup.pids.push(sh_pid);
+    let sleep_pid = find_process(&["sleep", sleep_arg], Duration::from_secs(10));
+    cleanup.pids.push(sleep_pid);
+    let group = pgrp_of(sh_pid);
+    let own_group = group != nix::unistd::getpgrp().as_raw();
+    if own_group {
+        cleanup.group = Some(group);
+    }
+
+    let lost_at = Instant::now();
+    match loss {
+        Loss::Cut => {
+            #[cfg(feature = "postgres")]
+            proxy.as_mut().unwrap().cut();
+        }
+        Loss::SigkillDlock => {
+            sigkill(&first);
+            first.wait().unwrap();
+        }
+        Loss::StopDlock => nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(first.id() as i32),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap(),
+    }
+
+    // The snapshot: every process's stat line, the pids whose command line
+    // names the first command's unique sleep (the pattern is written so that
+    // grep's and this shell's own command lines do not match it), whether
+    // `done` exists.
+    let pattern = sleep_arg.replace('.', "[.]");
+    let snap = format!(
+        "cat /proc/[0-9]*/stat > {stat} 2>/dev/null; \
+         grep -alE '{pattern}' /proc/[0-9]*/cmdline > {cmd} 2>/dev/null; \
+         if [ -e {done} ]; then echo present > {done_snap}; fi; \
+         echo ok > {ok}",
+        stat = env.path("stat.snap").display(),
+        cmd = env.path("cmdline.snap").display(),
+        done = done.display(),
+        done_snap = env.path("done.snap").display(),
+        ok = env.path("snap.ok").display(),
+    );
+    let second = env
+        .dlock()
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--lock-for",
+            "10s",
+            "--wait",
+            "60s",
+            "--",
+        ])
+        .args(["sh", "-c", &snap])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = second.wait_with_output().unwrap();
+    let took = lost_at.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        wait_for_file(&env.path("snap.ok"), Duration::from_secs(1)),
+        "ok"
+    );
+    let first_log = || std::fs::read_to_string(env.path("first.log")).unwrap_or_default();
+
+    // Whose command line names the sleep: the first command's processes (and
+    // the first dlock itself, which may still be exiting or stopped).
+    let first_pid = first.id().to_string();
+    let named: Vec<String> = std::fs::read_to_string(env.path("cmdline.snap"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("/proc/")?
+                .strip_suffix("/cmdline")
+                .map(String::from)
+        })
+        .filter(|p| *p != first_pid)
+        .collect();
+    // Every live member of the first command's process group.
+    let members: Vec<String> = std::fs::read_to_string(env.path("stat.snap"))
+        .unwrap()
+        .lines()
+        .filter_map(parse_stat)
+        .filter(|(_, state, pgrp)| own_group && *pgrp == group && !matches!(state, 'Z' | 'X'))
+        .map(|(pid, state, _)| format!("{pid} ({state})"))
+        .collect();
+    let sleep_alive = std::fs::read_to_string(env.path("stat.snap"))
+        .unwrap()
+        .lines()
+        .filter_map(parse_stat)
+        .any(|(pid, state, _)| (pid == sleep_pid || pid == sh_pid) && !matches!(state, 'Z' | 'X'));
+    assert!(
+        named.is_empty() && members.is_empty() && !sleep_alive,
+        "{loss:?}: the second holder got the lock {took:?} after the loss while the first \
+         command still ran: processes naming {sleep_arg:?}: {named:?}; live members of its \
+         process group {group}: {members:?}; sh {sh_pid} or sleep {sleep_pid} alive: \
+         {sleep_alive}\nfirst dlock's stderr:\n{}",
+        first_log()
+    );
+    assert!(
+        !env.path("done.snap").exists() && !done.exists(),
+        "the first command ran to its end under the second holder"
+    );
+    // The command ran in a process group of its own, so all of it could be
+    // signalled at once.
+    assert!(
+        own_group,
+        "the command ran in dlock's own process group {group}"
+    );
+
+    match loss {
+        Loss::Cut => {
+            let st = wait_child(&mut first, Duration::from_secs(30));
+            assert_eq!(st.code(), Some(LOST), "{}", first_log());
+        }
+        Loss::SigkillDlock => {}
+        Loss::StopDlock => {
+            sigkill(&first);
+            first.wait().unwrap();
+        }
+    }
+    drop(cleanup);
+    drop(rt);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_cut_coordinator_stops_the_whole_command_before_the_next_holder() {
+    command_is_dead_before_the_next_holder(
+        &Env::postgres(),
+        Loss::Cut,
+        r#"echo $$ > "$1"; sleep 30.4242; touch "$2""#,
+        "30.4242",
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_cut_coordinator_kills_a_term_ignoring_command_before_the_next_holder() {
+    command_is_dead_before_the_next_holder(
+        &Env::postgres(),
+        Loss::Cut,
+        r#"trap "" TERM; echo $$ > "$1"; sleep 30.4343; touch "$2""#,
+        "30.4343",
+    );
+}
+
+#[test]
+fn sqlite_sigkilled_dlock_stops_the_whole_command_before_the_next_holder() {
+    command_is_dead_before_the_next_holder(
+        &Env::sqlite(),
+        Loss::SigkillDlock,
+        r#"echo $$ > "$1"; sleep 30.4444; touch "$2""#,
+        "30.4444",
+    );
+}
+
+#[test]
+fn sqlite_sigkilled_dlock_kills_a_term_ignoring_command_before_the_next_holder() {
+    command_is_dead_before_the_next_holder(
+        &Env::sqlite(),
+        Loss::SigkillDlock,
+        r#"trap "" TERM; echo $$ > "$1"; sleep 30.4545; touch "$2""#,
+        "30.4545",
+    );
+}
+
+#[test]
+fn sqlite_stopped_dlock_cannot_keep_its_command_running_past_the_lease() {
+    command_is_dead_before_the_next_holder(
+        &Env::sqlite(),
+        Loss::StopDlock,
+        r#"echo $$ > "$1"; sleep 30.4646; touch "$2""#,
+        "30.4646",
+    );
+}
+
+#[test]
+fn kill_after_must_leave_room_in_the_lease() {
+    let env = Env::sqlite();
+    let run = |extra: &[&str]| {
+        env.dlock()
+            .args(["run", "--name", "ka", "--lock-for", "3s"])
+            .args(extra)
+            .args(["--", "true"])
+            .output()
+            .unwrap()
+    };
+    // SIGTERM would come 10 s before the end of a 3 s lease: refused before
+    // anything is taken or run.
+    let out = run(&["--kill-after", "10s"]);
+    assert_eq!(out.status.code(), Some(USAGE), "{}", show(&out));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("--kill-after") && e.contains("--lock-for"),
+        "{e}"
+    );
+    assert_eq!(env.status_json("ka")["held"], false);
+    // One that fits, and the default (which fits any --lock-for).
+    let out = run(&["--kill-after", "500ms"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 }
 
 // --- secrets stay out of the command's environment -----------------------------
@@ -669,4 +1021,65 @@ fn postgres_command_environment_has_no_url_or_password() {
             if via_flag { "--url" } else { "DLOCK_URL" }
         );
     }
+}
+
+// --- the whole group: forwarded signals, leftovers -------------------------------
+
+#[test]
+fn forwarded_sigterm_reaches_the_whole_group() {
+    let env = Env::sqlite();
+    let pid_file = env.path("sleep.pid");
+    // sh waits for its foreground sleep: SIGTERM to sh alone would end sh
+    // and leave the sleep running.
+    let script = format!("sleep 30.4848 & echo $! > {}; wait", pid_file.display());
+    let mut holder = env
+        .dlock()
+        .args(["run", "--name", "fwd-group", "--lock-for", "30s", "--"])
+        .args(["sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sleep_pid = wait_for_file(&pid_file, Duration::from_secs(20));
+    let _cleanup = Cleanup {
+        pids: vec![sleep_pid.parse().unwrap()],
+        group: None,
+    };
+    sigterm(&holder);
+    wait_child(&mut holder, Duration::from_secs(20));
+    assert!(
+        !alive(&sleep_pid),
+        "the command's child {sleep_pid} outlived the SIGTERM sent to dlock"
+    );
+}
+
+#[test]
+fn background_jobs_die_before_the_lock_is_released() {
+    let env = Env::sqlite();
+    let pid_file = env.path("bg.pid");
+    // The command starts a job in the background and exits at once.
+    let script = format!(
+        "sleep 30.4949 > /dev/null 2>&1 & echo $! > {}",
+        pid_file.display()
+    );
+    let out = env
+        .dlock()
+        .args(["run", "--name", "bg", "--lock-for", "30s", "--"])
+        .args(["sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let bg = wait_for_file(&pid_file, Duration::from_secs(1));
+    let _cleanup = Cleanup {
+        pids: vec![bg.parse().unwrap()],
+        group: None,
+    };
+    // dlock has released the lock and exited: the job must be gone already.
+    assert_eq!(env.status_json("bg")["held"], false);
+    assert!(
+        !alive(&bg),
+        "background job {bg} of the command outlived the released lock"
+    );
 }
