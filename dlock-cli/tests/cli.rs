@@ -731,18 +731,16 @@ fn command_is_dead_before_the_next_holder(env: &Env, loss: Loss, script: &str, s
     // cut (PostgreSQL); otherwise directly.
     let rt = tokio::runtime::Runtime::new().unwrap();
     #[cfg(feature = "postgres")]
-    let mut proxy = None;
-    let mut first_url = env.url.clone();
-    if loss == Loss::Cut {
-        #[cfg(feature = "postgres")]
-        {
-            let u = url::Url::parse(&env.url).unwrap();
-            let upstream = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap());
-            let p = rt.block_on(dlock_testkit::Proxy::start(upstream)).unwrap();
-            first_url = redirect(&env.url, p.addr());
-            proxy = Some(p);
-        }
-    }
+    let (first_url, mut proxy) = if loss == Loss::Cut {
+        let u = url::Url::parse(&env.url).unwrap();
+        let upstream = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap());
+        let p = rt.block_on(dlock_testkit::Proxy::start(upstream)).unwrap();
+        (redirect(&env.url, p.addr()), Some(p))
+    } else {
+        (env.url.clone(), None)
+    };
+    #[cfg(not(feature = "postgres"))]
+    let first_url = env.url.clone();
     let first_log = std::fs::File::create(env.path("first.log")).unwrap();
     let mut first = env
         .dlock()
@@ -778,6 +776,8 @@ fn command_is_dead_before_the_next_holder(env: &Env, loss: Loss, script: &str, s
         Loss::Cut => {
             #[cfg(feature = "postgres")]
             proxy.as_mut().unwrap().cut();
+            #[cfg(not(feature = "postgres"))]
+            panic!("Loss::Cut needs the postgres feature");
         }
         Loss::SigkillDlock => {
             sigkill(&first);
