@@ -110,6 +110,14 @@ pub fn cases() -> Vec<Case> {
             },
             at_least_after_exit,
         ),
+        case(
+            "at_least_after_exit_without_release",
+            Needs {
+                at_least_survives_exit: true,
+                ..none
+            },
+            validity_cases::at_least_after_exit_without_release,
+        ),
         case("tokens_strictly_increase", none, tokens_strictly_increase),
         case("wait_wakes_on_release", none, wait_wakes_on_release),
         case("wait_honours_timeout", none, wait_honours_timeout),
@@ -283,16 +291,16 @@ fn is_unsupported<T>(r: &Result<T, Error>) -> bool {
 }
 
 /// A little under `d`: what "not before `d`" allows for clock-rate drift.
-fn just_under(d: Duration) -> Duration {
+pub(crate) fn just_under(d: Duration) -> Duration {
     d.mul_f64(0.98).saturating_sub(Duration::from_millis(5))
 }
 
-fn round_up(d: Duration, g: Duration) -> Duration {
+pub(crate) fn round_up(d: Duration, g: Duration) -> Duration {
     let g = g.as_nanos().max(1);
     Duration::from_nanos(u64::try_from(d.as_nanos().div_ceil(g) * g).unwrap_or(u64::MAX))
 }
 
-fn ms(d: Duration) -> u64 {
+pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

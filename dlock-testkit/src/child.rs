@@ -18,6 +18,9 @@ pub enum After {
     ReleaseAndExit,
     /// Keep holding until killed.
     Hang,
+    /// Exit at once, without releasing (the cron pattern: the job returns
+    /// and `main` ends before any background release runs).
+    ExitWithoutRelease,
 }
 
 /// The role a child process plays.
@@ -156,6 +159,10 @@ async fn play(suite: &Suite, env: Envelope) -> Result<(), String> {
                     guard.release().await.map_err(|e| format!("release: {e}"))?;
                     println!("RELEASED");
                     // Exit without any further cleanup: at_least must hold on its own.
+                    std::process::exit(0);
+                }
+                After::ExitWithoutRelease => {
+                    // No destructor runs: the guard's release never starts.
                     std::process::exit(0);
                 }
                 After::Hang => {

@@ -30,7 +30,7 @@ pub(crate) struct DelayedFirstExtend {
 
 impl DelayedFirstExtend {
     /// Wraps `inner`; the first extension lands `delay` after it was asked.
-    pub(crate) fn new(
+    pub(crate) fn wrap(
         inner: Arc<dyn LockBackend>,
         delay: Duration,
     ) -> (Arc<dyn LockBackend>, oneshot::Receiver<Landed>) {

@@ -1,7 +1,8 @@
 //! Cases for a guard's validity: `is_held() == false` is final, and the
 //! loss signal is never late, whoever else is (or is not) running.
 
-use crate::cases::is_lost;
+use crate::cases::{is_lost, just_under, ms, round_up};
+use crate::child::{After, Role};
 use crate::ctx::{Context, Ctx};
 use crate::delayed_extend::DelayedFirstExtend;
 use crate::proxy::{redirect, upstream, Proxy};
@@ -178,7 +179,7 @@ pub(crate) async fn delayed_short_extend_never_outlives_the_guard(ctx: Ctx) -> C
     let short = ctx.lease();
     let long = ctx.lease_at_least(short * 3);
     let delay = Duration::from_millis(300);
-    let (backend, landed) = DelayedFirstExtend::new(ctx.fresh().await?, delay);
+    let (backend, landed) = DelayedFirstExtend::wrap(ctx.fresh().await?, delay);
     let a = ctx.locker_on(&backend, "owner-a");
     let b = ctx.locker("owner-b").await?;
     let name = ctx.name("x");
@@ -224,5 +225,54 @@ pub(crate) async fn delayed_short_extend_never_outlives_the_guard(ctx: Ctx) -> C
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let _ = g.release().await;
+    Ok(())
+}
+
+/// `lock_at_least_for` holds however the holder ends: here its process
+/// exits right after acquiring, without releasing (no background release
+/// runs), and the lock must stay taken until `acquired + at_least`.
+pub(crate) async fn at_least_after_exit_without_release(ctx: Ctx) -> CaseResult {
+    let b = ctx.locker("owner-b").await?;
+    let name = ctx.name("x");
+    // Longer than a session-based backend's session timeout (and its
+    // expiry slack), so "the session ended" cannot pass for at_least.
+    let at_least = round_up(Duration::from_secs(10), ctx.caps.lease_granularity);
+    let at_most = ctx.lease_at_least(at_least * 2);
+    let t_spawn = BootInstant::now();
+    let mut child = ctx.spawn_child(Role::Hold {
+        name: name.clone(),
+        owner: "child".into(),
+        at_most_ms: ms(at_most),
+        at_least_ms: ms(at_least),
+        keep_alive: true,
+        wait_ms: 0,
+        after: After::ExitWithoutRelease,
+    })?;
+    let token: u64 = child.expect("ACQUIRED", Duration::from_secs(30)).await?[0]
+        .parse()
+        .map_err(|_| "bad token")?;
+    ensure!(
+        child.wait(Duration::from_secs(10)).await?,
+        "child exited with failure"
+    );
+    // The child acquired after t_spawn, so at_least runs at least until
+    // t_spawn + at_least.
+    let until = t_spawn + just_under(at_least);
+    while !until.has_passed() {
+        if let Some(g) = b
+            .try_lock(&name, at_most)
+            .await
+            .ctx("try_lock by owner-b")?
+        {
+            let early = until.saturating_duration_since(BootInstant::now());
+            let t = g.token();
+            let _ = g.release().await;
+            return Err(format!(
+                "the lock was free {early:?} before lock_at_least_for {at_least:?} ended \
+                 (holder's token {token}, ours {t}); the holder exited without releasing"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     Ok(())
 }

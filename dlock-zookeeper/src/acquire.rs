@@ -145,6 +145,69 @@ fn grant(
     Ok(lease)
 }
 
+/// The node at `path` won the lock: grant the lease and, when it has a
+/// `lock_at_least_for`, record that in the marker at once, so the lock
+/// stays taken until then by the ensemble's clock however this holder ends
+/// — even if it exits without releasing and its session (with the node)
+/// goes away long before `at_least`. This costs a second round trip, only
+/// for leases with an `at_least`: which node wins is known only after the
+/// queue read, and only the winner may write the marker.
+#[allow(clippy::too_many_arguments)]
+async fn won(
+    session: &Arc<Session>,
+    client: &zk::Client,
+    paths: &LockPaths,
+    spec: &LockSpec,
+    path: &str,
+    id: &str,
+    czxid: i64,
+    version: i32,
+    sent: BootInstant,
+    recv: BootInstant,
+) -> Result<Option<Lease>> {
+    let lease = grant(session, spec, path, id, czxid, version, sent, recv)?;
+    if spec.at_least.is_zero() {
+        return Ok(Some(lease));
+    }
+    let marker = Marker {
+        owner: spec.owner.clone(),
+        id: id.to_string(),
+        token: lease.token.0,
+        // Counted from the marker's mtime, a server timestamp taken after
+        // the grant: the hold can only come out longer, never shorter.
+        // Plus one for the server's millisecond timestamps.
+        remaining_ms: u64::try_from(spec.at_least.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1),
+    }
+    .encode();
+    let written = timed(
+        session,
+        "acquire (at_least marker)",
+        client.set_data(&paths.hold, &marker, None),
+    )
+    .await;
+    match written {
+        Ok(Ok(_)) => Ok(Some(lease)),
+        Ok(Err(e)) => {
+            give_up(session, path).await;
+            Err(op_error("acquire (at_least marker)", &paths.hold, e))
+        }
+        Err(e) => {
+            give_up(session, path).await;
+            Err(e)
+        }
+    }
+}
+
+/// The lock was won but its at_least could not be recorded: hand it back
+/// (a marker that was written after all only keeps the lock taken for
+/// `at_least`, which errs on the safe side).
+async fn give_up(session: &Arc<Session>, path: &str) {
+    session.forget(path, None);
+    session.delete_or_orphan(path).await;
+}
+
 async fn timed<T>(
     session: &Session,
     what: &'static str,
@@ -198,17 +261,21 @@ pub(crate) async fn fresh(session: &Arc<Session>, spec: &LockSpec) -> Result<Opt
             Err(e) => Err(e),
         };
         let r = match verdict {
-            Ok(Verdict::Won) => grant(
-                session,
-                spec,
-                &path,
-                &id,
-                stat.czxid,
-                stat.version,
-                sent,
-                recv,
-            )
-            .map(Some),
+            Ok(Verdict::Won) => {
+                won(
+                    session,
+                    &client,
+                    &paths,
+                    spec,
+                    &path,
+                    &id,
+                    stat.czxid,
+                    stat.version,
+                    sent,
+                    recv,
+                )
+                .await
+            }
             Ok(Verdict::Behind | Verdict::Blocked(_) | Verdict::Gone) => {
                 session.delete_or_orphan(&path).await;
                 Ok(None)
@@ -260,17 +327,21 @@ pub(crate) async fn claim(
     ticket.version = stat.version;
     let queue = queue?;
     let r = match queue.verdict(ticket.seq, stat.mtime) {
-        Verdict::Won => grant(
-            session,
-            spec,
-            &ticket.path,
-            &ticket.id,
-            stat.czxid,
-            stat.version,
-            sent,
-            recv,
-        )
-        .map(Some),
+        Verdict::Won => {
+            won(
+                session,
+                &client,
+                &paths,
+                spec,
+                &ticket.path,
+                &ticket.id,
+                stat.czxid,
+                stat.version,
+                sent,
+                recv,
+            )
+            .await
+        }
         Verdict::Behind => {
             ticket.blocked_until = None;
             session.park(&dir, ticket);

@@ -155,11 +155,33 @@ impl LockBackend for ZookeeperBackend {
 
     async fn try_acquire(&self, spec: &LockSpec) -> Result<Option<Lease>> {
         self.capabilities().check_spec(KIND, spec)?;
-        let session = self.session().await?;
         let dir = crate::nodes::LockPaths::new(&self.cfg.root, &spec.name).dir;
-        match session.take_ticket(&dir) {
-            Some(ticket) => acquire::claim(&session, spec, ticket).await,
-            None => acquire::fresh(&session, spec).await,
+        let mut attempt = 0;
+        loop {
+            let session = self.session().await?;
+            let r = match session.take_ticket(&dir) {
+                Some(ticket) => acquire::claim(&session, spec, ticket).await,
+                None => acquire::fresh(&session, spec).await,
+            };
+            // A session that expired while nothing was held on it (this
+            // process was stopped or starved past the session timeout while
+            // waiting) costs an acquire nothing: the ensemble removed its
+            // nodes with it. Ask again once, on a new session, rather than
+            // report "the clock moved" as a coordinator failure.
+            if r.is_err() && attempt == 0 {
+                if let Ok(client) = session.client() {
+                    if matches!(
+                        client.state(),
+                        zookeeper_client::SessionState::Expired
+                            | zookeeper_client::SessionState::Closed
+                    ) {
+                        session.kill("the ZooKeeper session expired".into());
+                        attempt += 1;
+                        continue;
+                    }
+                }
+            }
+            return r;
         }
     }
 
