@@ -192,6 +192,7 @@ impl EtcdBackend {
 
     /// Connects with an already parsed configuration.
     pub async fn with_config(config: EtcdConfig) -> Result<Self> {
+        config.check_timeouts()?;
         let inner = client::connect(config).await?;
         let mut caps = Capabilities::new();
         caps.min_lease = secs(inner.min_ttl);

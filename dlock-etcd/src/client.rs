@@ -63,6 +63,17 @@ impl From<Failure> for Error {
     }
 }
 
+/// The instant `after` from now; the far future when that cannot be
+/// represented (a caller's `Duration::MAX` must never panic).
+pub(crate) fn deadline_in(after: Duration) -> Instant {
+    // About 30 years, like tokio's own "far future".
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    let now = Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
+
 /// True when the request cannot have reached a server: the connection to
 /// the endpoint could not be established (gRPC UNAVAILABLE from connecting).
 fn unsent(e: &etcd_client::Error) -> bool {
@@ -157,7 +168,7 @@ impl Inner {
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let deadline = Instant::now() + after;
+        let deadline = deadline_in(after);
         let n = self.slots.len();
         let start = self.current.load(Ordering::Relaxed) % n;
         let mut last = None;

@@ -12,6 +12,11 @@ pub const DEFAULT_PORT: u16 = 2379;
 /// Key prefix used when the URL has no path.
 pub const DEFAULT_PREFIX: &str = "dlock";
 
+/// The longest `connect_timeout` or `request_timeout` accepted: one hour.
+/// Anything longer is a mistake (a unit typo), not a deadline anyone waits
+/// out, and is refused rather than silently shortened.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// The URL options this adapter understands.
 pub const KNOWN_OPTIONS: &str =
     "connect_timeout, request_timeout, ca_file, cert_file, key_file, tls_domain";
@@ -40,9 +45,11 @@ pub struct EtcdConfig {
     pub key_file: Option<PathBuf>,
     /// Server name to verify instead of the endpoint's host (`tls_domain=`).
     pub tls_domain: Option<String>,
-    /// Deadline for reaching the cluster and authenticating (`connect_timeout=`, default 5s).
+    /// Deadline for reaching the cluster and authenticating (`connect_timeout=`,
+    /// default 5s, at most [`MAX_TIMEOUT`]).
     pub connect_timeout: Duration,
-    /// Deadline for every request (`request_timeout=`, default 5s).
+    /// Deadline for every request (`request_timeout=`, default 5s, at most
+    /// [`MAX_TIMEOUT`]).
     pub request_timeout: Duration,
 }
 
@@ -169,7 +176,15 @@ impl EtcdConfig {
                 "a client certificate needs both cert_file= and key_file=".into(),
             ));
         }
+        cfg.check_timeouts()?;
         Ok(cfg)
+    }
+
+    /// `InvalidConfig` unless both timeouts are in `(0, MAX_TIMEOUT]`: the
+    /// fields are public, so a configuration built in code is checked too.
+    pub(crate) fn check_timeouts(&self) -> Result<()> {
+        check_timeout("connect_timeout", self.connect_timeout)?;
+        check_timeout("request_timeout", self.request_timeout)
     }
 
     /// The password from the URL, if any. Never logged.
@@ -211,12 +226,17 @@ fn parse_duration(key: &str, v: &str) -> Result<Duration> {
             "{key}={v:?} is not a duration like 5s or 250ms: {e}"
         ))
     })?;
-    if d.is_zero() {
+    check_timeout(key, d)?;
+    Ok(d)
+}
+
+fn check_timeout(key: &str, d: Duration) -> Result<()> {
+    if d.is_zero() || d > MAX_TIMEOUT {
         return Err(Error::InvalidConfig(format!(
-            "{key} must be greater than zero"
+            "{key} must be greater than zero and at most 1h, got {d:?}"
         )));
     }
-    Ok(d)
+    Ok(())
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port` -> `host:port`.
@@ -338,6 +358,11 @@ mod tests {
             ("etcds://a:1/p?cert_file=/x", "both cert_file"),
             ("etcd://a:1/p?request_timeout=soon", "duration"),
             ("etcd://a:1/p?request_timeout=0s", "greater than zero"),
+            ("etcd://a:1/p?request_timeout=61min", "at most 1h"),
+            (
+                "etcd://a:1/p?connect_timeout=18446744073709551615s",
+                "at most 1h",
+            ),
             ("etcd://a:1/x//y", "empty segment"),
         ] {
             let e = EtcdConfig::parse(url).unwrap_err().to_string();

@@ -25,7 +25,8 @@
 //!
 //! URL: `etcd://[user:password@]host:port[,host:port...][/prefix][?options]`,
 //! `etcds://` for TLS. Options: `connect_timeout`, `request_timeout`,
-//! `ca_file`, `cert_file`, `key_file`, `tls_domain`.
+//! `ca_file`, `cert_file`, `key_file`, `tls_domain`. Timeouts above
+//! [`MAX_TIMEOUT`] (1h) are `InvalidConfig`.
 //!
 //! ```no_run
 //! # async fn f() -> dlock_core::Result<()> {
@@ -43,7 +44,7 @@ mod tls;
 mod waiting;
 
 pub use backend::EtcdBackend;
-pub use config::{EtcdConfig, DEFAULT_PORT, DEFAULT_PREFIX};
+pub use config::{EtcdConfig, DEFAULT_PORT, DEFAULT_PREFIX, MAX_TIMEOUT};
 
 use dlock_core::{LockBackend, Result};
 use std::sync::Arc;

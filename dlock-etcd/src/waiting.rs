@@ -1,13 +1,13 @@
 //! Watches: waiters woken by the key's deletion, and a guard's loss signal.
 
-use crate::client::Inner;
+use crate::client::{deadline_in, Inner};
 use dlock_core::{jittered, Error, Lease, LockName, Result};
 use etcd_client::{EventType, GetOptions, WatchFilterType, WatchOptions, WatchStream};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::timeout_at;
 
 /// Opens a watch for deletions of `key` from revision `from`.
 async fn watch_deletes(inner: &Inner, key: &str, from: i64) -> Result<WatchStream> {
@@ -30,7 +30,7 @@ pub(crate) async fn wait_for_release(
     max_wait: Duration,
 ) -> Result<()> {
     let key = inner.key(name);
-    let deadline = Instant::now() + max_wait;
+    let deadline = deadline_in(max_wait);
     let from = match inner.take_seen(&key) {
         Some(rev) => rev + 1,
         None => {
@@ -71,7 +71,7 @@ pub(crate) async fn wait_for_release(
                 // The stream broke: pause briefly, then let the next acquire
                 // attempt report whether etcd is reachable.
                 let pause = jittered(Duration::from_millis(200));
-                tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
+                tokio::time::sleep_until(deadline.min(deadline_in(pause))).await;
                 return Ok(());
             }
         }

@@ -5,6 +5,7 @@
 use dlock_core::{Error, LockBackend, LockName, LockSpec, Locker};
 use dlock_etcd::EtcdBackend;
 use etcd_client::{Client, GetOptions};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn base_url() -> String {
@@ -405,4 +406,121 @@ async fn tls_to_a_plain_server_is_a_clear_error() {
     let r = EtcdBackend::connect(&format!("{url}/p?connect_timeout=2s")).await;
     assert!(matches!(r, Err(Error::Connect { .. })), "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(4));
+}
+
+/// Runs `f` in a task of its own: a panic in the library comes back as
+/// `Err(its message)` instead of crashing the test.
+async fn no_panic<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    tokio::spawn(f).await.map_err(|e| {
+        let msg = e.try_into_panic().map_or_else(
+            |e| e.to_string(),
+            |p| {
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            },
+        );
+        format!("the library panicked: {msg}")
+    })
+}
+
+/// What a huge timeout must give: `InvalidConfig` naming `opt` and the maximum.
+fn judge(what: &str, opt: &str, r: Result<dlock_core::Result<()>, String>) -> Option<String> {
+    match r {
+        Ok(Err(Error::InvalidConfig(m))) if m.contains(opt) && m.contains("1h") => None,
+        Ok(other) => Some(format!(
+            "{what}: expected InvalidConfig naming {opt} and 1h, got {other:?}"
+        )),
+        Err(panic) => Some(format!("{what}: {panic}")),
+    }
+}
+
+/// Connects and runs acquire, extend and release on the shared etcd.
+async fn connect_and_use(url: String) -> dlock_core::Result<()> {
+    let b = EtcdBackend::connect(&url).await?;
+    let l = b
+        .try_acquire(&spec("huge", 5))
+        .await?
+        .expect("lock is free");
+    let l = b.extend(&l, Duration::from_secs(5)).await?;
+    b.release(&l).await
+}
+
+#[tokio::test]
+async fn huge_timeouts_are_invalid_config_never_a_panic() {
+    let (url, _) = fresh_url();
+    let mut bad = Vec::new();
+    for opt in ["connect_timeout", "request_timeout"] {
+        // A timeout beyond 1h is a typo, not a wish: rejected, naming the
+        // option and the maximum, however far beyond (u64::MAX seconds
+        // overflows every clock).
+        for v in ["18446744073709551615s", "100000000000s", "61min"] {
+            let what = format!("{opt}={v}");
+            let r = no_panic(connect_and_use(format!("{url}?{what}"))).await;
+            bad.extend(judge(&what, opt, r));
+        }
+    }
+    // Set in code rather than in the URL: the same answer.
+    type Set = fn(&mut dlock_etcd::EtcdConfig);
+    let sets: [(&str, Set); 2] = [
+        ("connect_timeout", |c| c.connect_timeout = Duration::MAX),
+        ("request_timeout", |c| c.request_timeout = Duration::MAX),
+    ];
+    for (opt, set) in sets {
+        let mut c = dlock_etcd::EtcdConfig::parse(&url).unwrap();
+        set(&mut c);
+        let r = no_panic(async move {
+            let b = EtcdBackend::with_config(c).await?;
+            let l = b
+                .try_acquire(&spec("huge", 5))
+                .await?
+                .expect("lock is free");
+            b.release(&l).await
+        })
+        .await;
+        bad.extend(judge(&format!("{opt} = Duration::MAX in code"), opt, r));
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+    // The maximum itself connects and works.
+    let what = "connect_timeout=1h&request_timeout=1h";
+    no_panic(connect_and_use(format!("{url}?{what}")))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+#[tokio::test]
+async fn endless_waits_never_overflow_the_clock() {
+    let (url, _) = fresh_url();
+    let b = Arc::new(EtcdBackend::connect(&url).await.unwrap());
+    let name = LockName::new("endless").unwrap();
+    // Free: returns at once, whatever the wait.
+    let (b2, n2) = (b.clone(), name.clone());
+    let r = no_panic(async move {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            b2.wait_for_release(&n2, Duration::MAX),
+        )
+        .await
+    })
+    .await
+    .unwrap_or_else(|p| panic!("wait on a free lock: {p}"));
+    r.expect("a free lock's wait returns at once").unwrap();
+    // Held: an endless wait just waits.
+    let l = b.try_acquire(&spec("endless", 10)).await.unwrap().unwrap();
+    let (b2, n2) = (b.clone(), name.clone());
+    let r = no_panic(async move {
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            b2.wait_for_release(&n2, Duration::MAX),
+        )
+        .await
+    })
+    .await
+    .unwrap_or_else(|p| panic!("wait on a held lock: {p}"));
+    assert!(r.is_err(), "returned although held: {r:?}");
+    b.release(&l).await.unwrap();
 }
