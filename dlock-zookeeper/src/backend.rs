@@ -53,6 +53,7 @@ impl ZookeeperBackend {
 
     /// Connects with an already parsed configuration.
     pub async fn with_config(cfg: ZkConfig) -> Result<Self> {
+        cfg.check_timeouts()?;
         let cfg = Arc::new(cfg);
         let session = Session::open(cfg.clone()).await?;
         let b = ZookeeperBackend {

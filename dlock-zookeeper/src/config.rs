@@ -10,6 +10,11 @@ pub const DEFAULT_ROOT: &str = "/dlock";
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default deadline for establishing a session.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest `session_timeout`, `connect_timeout` or `request_timeout`
+/// accepted: one hour. Anything longer is a mistake (a unit typo), and is
+/// refused rather than silently shortened; a session that long would also
+/// keep a dead holder's locks taken for as long.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Everything a `zk://` URL says, parsed and checked.
 ///
@@ -20,7 +25,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Options: `session_timeout` (default 10s; the server clamps it to its
 /// `[minSessionTimeout, maxSessionTimeout]`), `connect_timeout` (default 5s),
 /// `request_timeout` (default: the session timeout). Durations are written
-/// like `4s` or `250ms`.
+/// like `4s` or `250ms`, each at most [`MAX_TIMEOUT`] (1h).
 ///
 /// `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -116,13 +121,22 @@ impl ZkConfig {
                 }
             }
         }
-        if cfg.session_timeout > Duration::from_secs(3600) {
-            return Err(Error::InvalidConfig(format!(
-                "session_timeout {:?} is longer than an hour; a dead holder would block its locks that long",
-                cfg.session_timeout
-            )));
-        }
+        cfg.check_timeouts()?;
         Ok(cfg)
+    }
+
+    /// `InvalidConfig` unless every timeout is in `(0, MAX_TIMEOUT]`: the
+    /// fields are public, so a configuration built in code is checked too.
+    pub(crate) fn check_timeouts(&self) -> Result<()> {
+        check_timeout("connect_timeout", self.connect_timeout, "")?;
+        if let Some(t) = self.request_timeout {
+            check_timeout("request_timeout", t, "")?;
+        }
+        check_timeout(
+            "session_timeout",
+            self.session_timeout,
+            "; a dead holder would block its locks that long",
+        )
     }
 
     /// The connect string handed to the client: `host:port,host:port`.
@@ -249,12 +263,17 @@ fn parse_duration(key: &str, v: &str) -> Result<Duration> {
             "{key}={v:?} is not a duration like 5s or 250ms: {e}"
         ))
     })?;
-    if d.is_zero() {
+    check_timeout(key, d, "")?;
+    Ok(d)
+}
+
+fn check_timeout(key: &str, d: Duration, why: &str) -> Result<()> {
+    if d.is_zero() || d > MAX_TIMEOUT {
         return Err(Error::InvalidConfig(format!(
-            "{key} must be greater than zero"
+            "{key} must be greater than zero and at most 1h, got {d:?}{why}"
         )));
     }
-    Ok(d)
+    Ok(())
 }
 
 /// The URL with any password replaced, for error messages.
@@ -317,6 +336,11 @@ mod tests {
             ("zk://h:1/zookeeper/x", "reserved"),
             ("zk://h:1?session_timeout=soon", "not a duration"),
             ("zk://h:1?session_timeout=0s", "greater than zero"),
+            ("zk://h:1?session_timeout=61min", "at most 1h"),
+            (
+                "zk://h:1?request_timeout=18446744073709551615s",
+                "at most 1h",
+            ),
             ("zk://h:1?colour=red", "unknown ZooKeeper URL option"),
             ("zk://user@h:1", "user:password"),
             ("zk://:pw@h:1", "empty user"),

@@ -41,4 +41,6 @@ mod session;
 mod wait;
 
 pub use backend::{connect, ZookeeperBackend};
-pub use config::{ZkConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ROOT, DEFAULT_SESSION_TIMEOUT};
+pub use config::{
+    ZkConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ROOT, DEFAULT_SESSION_TIMEOUT, MAX_TIMEOUT,
+};

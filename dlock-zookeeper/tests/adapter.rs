@@ -460,3 +460,86 @@ async fn list_matches_inspect_and_counts_at_least() {
     );
     held.release().await.unwrap();
 }
+
+/// Runs `f` in a task of its own: a panic in the library comes back as
+/// `Err(its message)` instead of crashing the test.
+async fn no_panic<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    tokio::spawn(f).await.map_err(|e| {
+        let msg = e.try_into_panic().map_or_else(
+            |e| e.to_string(),
+            |p| {
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            },
+        );
+        format!("the library panicked: {msg}")
+    })
+}
+
+/// What a huge timeout must give: `InvalidConfig` naming `opt` and the maximum.
+fn judge(what: &str, opt: &str, r: Result<dlock_core::Result<()>, String>) -> Option<String> {
+    match r {
+        Ok(Err(Error::InvalidConfig(m))) if m.contains(opt) && m.contains("1h") => None,
+        Ok(other) => Some(format!(
+            "{what}: expected InvalidConfig naming {opt} and 1h, got {other:?}"
+        )),
+        Err(panic) => Some(format!("{what}: {panic}")),
+    }
+}
+
+/// Connects with `cfg` and runs acquire, extend and release.
+async fn connect_and_use(cfg: ZkConfig) -> dlock_core::Result<()> {
+    let b = ZookeeperBackend::with_config(cfg).await?;
+    let spec = dlock_core::LockSpec::new(
+        LockName::new("huge").unwrap(),
+        "owner-a",
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let l = b.try_acquire(&spec).await?.expect("lock is free");
+    let l = b.extend(&l, Duration::from_secs(5)).await?;
+    b.release(&l).await
+}
+
+#[tokio::test]
+async fn huge_timeouts_are_invalid_config_never_a_panic() {
+    let root = unique_root("huge");
+    let host = upstream();
+    let mut bad = Vec::new();
+    for opt in ["connect_timeout", "request_timeout", "session_timeout"] {
+        // Beyond 1h is a typo, not a wish: rejected, naming the option and
+        // the maximum (u64::MAX seconds overflows every clock).
+        for v in ["18446744073709551615s", "100000000000s", "61min"] {
+            let what = format!("{opt}={v}");
+            let u = format!("zk://{host}{root}?{what}");
+            let r = no_panic(async move { connect_and_use(ZkConfig::parse(&u)?).await }).await;
+            bad.extend(judge(&what, opt, r));
+        }
+    }
+    // Set in code rather than in the URL: the same answer.
+    type Set = fn(&mut ZkConfig);
+    let sets: [(&str, Set); 3] = [
+        ("connect_timeout", |c| c.connect_timeout = Duration::MAX),
+        ("request_timeout", |c| {
+            c.request_timeout = Some(Duration::MAX)
+        }),
+        ("session_timeout", |c| c.session_timeout = Duration::MAX),
+    ];
+    for (opt, set) in sets {
+        let mut c = ZkConfig::parse(&url(&root)).unwrap();
+        set(&mut c);
+        let r = no_panic(connect_and_use(c)).await;
+        bad.extend(judge(&format!("{opt} = Duration::MAX in code"), opt, r));
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+    // The maximum connects and works (the server clamps the session timeout).
+    let u = format!("zk://{host}{root}?connect_timeout=1h&request_timeout=1h&session_timeout=1h");
+    no_panic(async move { connect_and_use(ZkConfig::parse(&u)?).await })
+        .await
+        .unwrap()
+        .unwrap();
+}
