@@ -60,6 +60,7 @@ impl ConsulBackend {
 
     /// Like [`ConsulBackend::connect`], from a parsed configuration.
     pub async fn with_config(config: ConsulConfig) -> Result<Self> {
+        config.check_timeouts()?;
         let http = Http::new(&config)?;
         let target = config.target();
         let leader = http

@@ -10,6 +10,10 @@ pub const DEFAULT_HTTP_PORT: u16 = 8500;
 pub const DEFAULT_HTTPS_PORT: u16 = 8501;
 /// Key prefix used when the URL has no path.
 pub const DEFAULT_PREFIX: &str = "dlock";
+/// The longest `request_timeout` or `connect_timeout` accepted: one hour.
+/// Anything longer is a mistake (a unit typo), and is refused rather than
+/// silently shortened.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 const KNOWN_OPTIONS: &str =
     "token, token_file, dc, request_timeout, connect_timeout, ca_file, watch_loss";
@@ -41,10 +45,11 @@ pub struct ConsulConfig {
     pub prefix: String,
     /// Datacenter to send every request to (`dc=`); the agent's own when `None`.
     pub datacenter: Option<String>,
-    /// Deadline for every ordinary request (`request_timeout=`, default 5 s).
-    /// Blocking queries get their wait time on top.
+    /// Deadline for every ordinary request (`request_timeout=`, default 5 s,
+    /// at most [`MAX_TIMEOUT`]). Blocking queries get their wait time on top.
     pub request_timeout: Duration,
-    /// Deadline for opening a TCP/TLS connection (`connect_timeout=`, default 2 s).
+    /// Deadline for opening a TCP/TLS connection (`connect_timeout=`,
+    /// default 2 s, at most [`MAX_TIMEOUT`]).
     pub connect_timeout: Duration,
     /// Extra PEM CA certificate(s) to trust for `consul+https://` (`ca_file=`).
     pub ca_file: Option<PathBuf>,
@@ -182,7 +187,15 @@ impl ConsulConfig {
                 "ca_file= only makes sense with consul+https://".into(),
             ));
         }
+        config.check_timeouts()?;
         Ok(config)
+    }
+
+    /// `InvalidConfig` unless both timeouts are in `(0, MAX_TIMEOUT]`: the
+    /// fields are public, so a configuration built in code is checked too.
+    pub(crate) fn check_timeouts(&self) -> Result<()> {
+        check_timeout("request_timeout", self.request_timeout)?;
+        check_timeout("connect_timeout", self.connect_timeout)
     }
 
     /// Sets (or replaces) the ACL token sent as `X-Consul-Token`.
@@ -277,12 +290,17 @@ fn parse_duration(key: &str, v: &str) -> Result<Duration> {
             "{key}={v:?} is not a duration like 5s or 250ms: {e}"
         ))
     })?;
-    if d.is_zero() || d > Duration::from_secs(3600) {
+    check_timeout(key, d)?;
+    Ok(d)
+}
+
+fn check_timeout(key: &str, d: Duration) -> Result<()> {
+    if d.is_zero() || d > MAX_TIMEOUT {
         return Err(Error::InvalidConfig(format!(
-            "{key} must be greater than zero and at most 1h, got {v:?}"
+            "{key} must be greater than zero and at most 1h, got {d:?}"
         )));
     }
-    Ok(d)
+    Ok(())
 }
 
 #[cfg(test)]

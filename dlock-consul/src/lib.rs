@@ -73,7 +73,9 @@ mod record;
 mod waiting;
 
 pub use backend::{ConsulBackend, MAX_TTL, MIN_TTL};
-pub use config::{ConsulConfig, DEFAULT_HTTPS_PORT, DEFAULT_HTTP_PORT, DEFAULT_PREFIX};
+pub use config::{
+    ConsulConfig, DEFAULT_HTTPS_PORT, DEFAULT_HTTP_PORT, DEFAULT_PREFIX, MAX_TIMEOUT,
+};
 
 use dlock_core::{LockBackend, Result};
 use std::sync::Arc;

@@ -219,3 +219,80 @@ async fn cancelled_acquires_leave_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs `f` in a task of its own: a panic in the library comes back as
+/// `Err(its message)` instead of crashing the test.
+async fn no_panic<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    tokio::spawn(f).await.map_err(|e| {
+        let msg = e.try_into_panic().map_or_else(
+            |e| e.to_string(),
+            |p| {
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            },
+        );
+        format!("the library panicked: {msg}")
+    })
+}
+
+/// What a huge timeout must give: `InvalidConfig` naming `opt` and the maximum.
+fn judge(what: &str, opt: &str, r: Result<dlock_core::Result<()>, String>) -> Option<String> {
+    match r {
+        Ok(Err(Error::InvalidConfig(m))) if m.contains(opt) && m.contains("1h") => None,
+        Ok(other) => Some(format!(
+            "{what}: expected InvalidConfig naming {opt} and 1h, got {other:?}"
+        )),
+        Err(panic) => Some(format!("{what}: {panic}")),
+    }
+}
+
+/// Connects with `config` and runs acquire, extend and release.
+async fn connect_and_use(config: dlock_consul::ConsulConfig) -> dlock_core::Result<()> {
+    let b = ConsulBackend::with_config(config).await?;
+    let l = b
+        .try_acquire(&spec("huge", Duration::from_secs(10)))
+        .await?
+        .expect("lock is free");
+    let l = b.extend(&l, Duration::from_secs(10)).await?;
+    b.release(&l).await
+}
+
+/// Timeouts beyond 1h, in the URL or set in code, are a clear InvalidConfig
+/// naming the option and the maximum, never a panic; 1h itself works.
+#[tokio::test]
+async fn huge_timeouts_are_invalid_config_never_a_panic() {
+    let (url, _) = consul_url();
+    let mut bad = Vec::new();
+    for opt in ["connect_timeout", "request_timeout"] {
+        for v in ["18446744073709551615s", "100000000000s", "61min"] {
+            let what = format!("{opt}={v}");
+            let u = url_with(&url, "", &what);
+            let r = no_panic(async move {
+                connect_and_use(dlock_consul::ConsulConfig::from_url(&u)?).await
+            })
+            .await;
+            bad.extend(judge(&what, opt, r));
+        }
+    }
+    type Set = fn(&mut dlock_consul::ConsulConfig);
+    let sets: [(&str, Set); 2] = [
+        ("connect_timeout", |c| c.connect_timeout = Duration::MAX),
+        ("request_timeout", |c| c.request_timeout = Duration::MAX),
+    ];
+    for (opt, set) in sets {
+        let mut c = dlock_consul::ConsulConfig::from_url(&url).unwrap();
+        set(&mut c);
+        let r = no_panic(connect_and_use(c)).await;
+        bad.extend(judge(&format!("{opt} = Duration::MAX in code"), opt, r));
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+    let u = url_with(&url, "", "connect_timeout=1h&request_timeout=1h");
+    no_panic(async move { connect_and_use(dlock_consul::ConsulConfig::from_url(&u)?).await })
+        .await
+        .unwrap()
+        .unwrap();
+}
