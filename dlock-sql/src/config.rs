@@ -6,6 +6,11 @@ use std::time::Duration;
 /// The default table name.
 pub const DEFAULT_TABLE: &str = "dlock_locks";
 
+/// The longest timeout option accepted (`connect_timeout`,
+/// `statement_timeout`, SQLite's `busy_timeout`): one hour. Anything longer
+/// is a mistake (a unit typo), and is refused rather than silently shortened.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Options every SQL adapter understands (URL query parameters of the same names).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqlOptions {
@@ -15,9 +20,11 @@ pub struct SqlOptions {
     pub create_table: bool,
     /// Maximum pool connections (`pool_size=`).
     pub pool_size: u32,
-    /// Deadline for connecting (`connect_timeout=`, e.g. `5s`).
+    /// Deadline for connecting (`connect_timeout=`, e.g. `5s`; at most
+    /// [`MAX_TIMEOUT`]).
     pub connect_timeout: Duration,
-    /// Deadline for every statement (`statement_timeout=`, e.g. `5s`).
+    /// Deadline for every statement (`statement_timeout=`, e.g. `5s`; at most
+    /// [`MAX_TIMEOUT`]).
     pub statement_timeout: Duration,
 }
 
@@ -63,6 +70,14 @@ impl SqlOptions {
         validate_table(&opts.table, allow_schema)?;
         Ok((opts, rest))
     }
+
+    /// `InvalidConfig` unless both timeouts are in `(0, MAX_TIMEOUT]`: the
+    /// fields are public, so options built in code (`from_pool`) are checked
+    /// too.
+    pub fn check_timeouts(&self) -> Result<()> {
+        check_timeout("connect_timeout", self.connect_timeout)?;
+        check_timeout("statement_timeout", self.statement_timeout)
+    }
 }
 
 /// Parses `true/false/1/0/yes/no`.
@@ -83,12 +98,18 @@ pub fn parse_duration(key: &str, v: &str) -> Result<Duration> {
             "{key}={v:?} is not a duration like 5s or 250ms: {e}"
         ))
     })?;
-    if d.is_zero() {
+    check_timeout(key, d)?;
+    Ok(d)
+}
+
+/// `InvalidConfig` naming `key` unless `d` is in `(0, MAX_TIMEOUT]`.
+pub fn check_timeout(key: &str, d: Duration) -> Result<()> {
+    if d.is_zero() || d > MAX_TIMEOUT {
         return Err(Error::InvalidConfig(format!(
-            "{key} must be greater than zero"
+            "{key} must be greater than zero and at most 1h, got {d:?}"
         )));
     }
-    Ok(d)
+    Ok(())
 }
 
 /// Checks a table name: an identifier of letters, digits and `_`, not

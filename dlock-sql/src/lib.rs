@@ -7,7 +7,7 @@
 //! Features: `sqlite` (default), `postgres`, `mysql`.
 
 mod config;
-pub use config::SqlOptions;
+pub use config::{SqlOptions, MAX_TIMEOUT};
 
 #[cfg(feature = "sqlite")]
 mod sqlite;

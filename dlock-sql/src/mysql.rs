@@ -221,6 +221,7 @@ impl MysqlBackend {
     /// `connect_timeout` in `opts` are ignored: the pool's own settings apply.
     pub async fn from_pool(pool: MySqlPool, opts: SqlOptions) -> Result<Self> {
         config::validate_table(&opts.table, false)?;
+        opts.check_timeouts()?;
         let co = pool.connect_options();
         let target = format!(
             "{}:{}/{}",

@@ -222,6 +222,7 @@ impl PostgresBackend {
     /// `connect_timeout` in `opts` are ignored: the pool's own settings apply.
     pub async fn from_pool(pool: PgPool, opts: SqlOptions) -> Result<Self> {
         config::validate_table(&opts.table, true)?;
+        opts.check_timeouts()?;
         let co = pool.connect_options();
         let target = format!(
             "{}:{}/{}",

@@ -430,3 +430,101 @@ async fn times_are_utc_whatever_the_session_time_zone() {
         .await
         .unwrap();
 }
+
+/// Runs `f` in a task of its own: a panic in the library comes back as
+/// `Err(its message)` instead of crashing the test.
+async fn no_panic<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    tokio::spawn(f).await.map_err(|e| {
+        let msg = e.try_into_panic().map_or_else(
+            |e| e.to_string(),
+            |p| {
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            },
+        );
+        format!("the library panicked: {msg}")
+    })
+}
+
+/// What a huge timeout must give: `InvalidConfig` naming `opt` and the maximum.
+fn judge(what: &str, opt: &str, r: Result<dlock_core::Result<()>, String>) -> Option<String> {
+    match r {
+        Ok(Err(Error::InvalidConfig(m))) if m.contains(opt) && m.contains("1h") => None,
+        Ok(other) => Some(format!(
+            "{what}: expected InvalidConfig naming {opt} and 1h, got {other:?}"
+        )),
+        Err(panic) => Some(format!("{what}: {panic}")),
+    }
+}
+
+/// Acquire, extend and release on `b`.
+async fn use_backend(b: &impl LockBackend) -> dlock_core::Result<()> {
+    let l = b
+        .try_acquire(&spec("huge", 5))
+        .await?
+        .expect("lock is free");
+    let l = b.extend(&l, Duration::from_secs(5)).await?;
+    b.release(&l).await
+}
+
+/// Timeouts beyond 1h, in the URL or in `SqlOptions` given to `from_pool`,
+/// are a clear InvalidConfig naming the option and the maximum, never a
+/// panic; 1h itself works.
+#[tokio::test]
+async fn huge_timeouts_are_invalid_config_never_a_panic() {
+    let table = fresh_table();
+    let url = with_query(&base_url(), &format!("table={table}"));
+    let mut bad = Vec::new();
+    for opt in ["connect_timeout", "statement_timeout"] {
+        for v in ["18446744073709551615s", "100000000000s", "61min"] {
+            let what = format!("{opt}={v}");
+            let u = with_query(&url, &what);
+            let r =
+                no_panic(async move { use_backend(&MysqlBackend::connect(&u).await?).await }).await;
+            bad.extend(judge(&what, opt, r));
+        }
+    }
+    type Set = fn(&mut SqlOptions);
+    let sets: [(&str, Set); 2] = [
+        ("connect_timeout", |o| o.connect_timeout = Duration::MAX),
+        ("statement_timeout", |o| o.statement_timeout = Duration::MAX),
+    ];
+    for (opt, set) in sets {
+        let pool = sqlx::mysql::MySqlPoolOptions::new()
+            .max_connections(2)
+            .connect(&base_url())
+            .await
+            .unwrap();
+        let mut opts = SqlOptions {
+            table: table.clone(),
+            ..SqlOptions::default()
+        };
+        set(&mut opts);
+        let r =
+            no_panic(async move { use_backend(&MysqlBackend::from_pool(pool, opts).await?).await })
+                .await;
+        bad.extend(judge(
+            &format!("{opt} = Duration::MAX in from_pool"),
+            opt,
+            r,
+        ));
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+    let u = with_query(&url, "connect_timeout=1h&statement_timeout=1h");
+    let b = no_panic(async move { MysqlBackend::connect(&u).await })
+        .await
+        .unwrap()
+        .unwrap();
+    let b = no_panic(async move {
+        use_backend(&b).await?;
+        Ok::<_, Error>(b)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    drop_table(&b, &table).await;
+}

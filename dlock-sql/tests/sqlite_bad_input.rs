@@ -157,3 +157,67 @@ async fn backend_rejects_what_it_cannot_honour_itself() {
     let e = b.try_acquire(&spec).await.unwrap_err();
     assert!(matches!(e, Error::InvalidConfig(_)), "{e:?}");
 }
+
+/// Runs `f` in a task of its own: a panic in the library comes back as
+/// `Err(its message)` instead of crashing the test.
+async fn no_panic<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    tokio::spawn(f).await.map_err(|e| {
+        let msg = e.try_into_panic().map_or_else(
+            |e| e.to_string(),
+            |p| {
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            },
+        );
+        format!("the library panicked: {msg}")
+    })
+}
+
+/// What a huge timeout must give: `InvalidConfig` naming `opt` and the maximum.
+fn judge(what: &str, opt: &str, r: Result<dlock_core::Result<()>, String>) -> Option<String> {
+    match r {
+        Ok(Err(Error::InvalidConfig(m))) if m.contains(opt) && m.contains("1h") => None,
+        Ok(other) => Some(format!(
+            "{what}: expected InvalidConfig naming {opt} and 1h, got {other:?}"
+        )),
+        Err(panic) => Some(format!("{what}: {panic}")),
+    }
+}
+
+/// Timeouts beyond 1h are a clear InvalidConfig naming the option and the
+/// maximum, never a panic; 1h itself works.
+#[tokio::test]
+async fn huge_timeouts_are_invalid_config_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = Vec::new();
+    for opt in ["connect_timeout", "statement_timeout", "busy_timeout"] {
+        for v in ["18446744073709551615s", "100000000000s", "61min"] {
+            let what = format!("{opt}={v}");
+            let u = url_in(dir.path(), "huge.db", &format!("?{what}"));
+            let r = no_panic(async move {
+                let b = SqliteBackend::connect(&u).await?;
+                let spec =
+                    LockSpec::new(LockName::new("huge").unwrap(), "me", Duration::from_secs(5))?;
+                let l = b.try_acquire(&spec).await?.expect("lock is free");
+                let l = b.extend(&l, Duration::from_secs(5)).await?;
+                b.release(&l).await
+            })
+            .await;
+            bad.extend(judge(&what, opt, r));
+        }
+    }
+    assert!(bad.is_empty(), "\n{}", bad.join("\n"));
+    let u = url_in(
+        dir.path(),
+        "huge.db",
+        "?connect_timeout=1h&statement_timeout=1h&busy_timeout=1h",
+    );
+    let b = SqliteBackend::connect(&u).await.unwrap();
+    let spec = LockSpec::new(LockName::new("huge").unwrap(), "me", Duration::from_secs(5)).unwrap();
+    let l = b.try_acquire(&spec).await.unwrap().unwrap();
+    b.release(&l).await.unwrap();
+}
