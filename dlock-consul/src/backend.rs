@@ -144,7 +144,8 @@ impl ConsulBackend {
                     Err(txn_refused(op, &errors))
                 }
             }
-            Err(e) => Ok(Moved::Unknown { new, error: e }),
+            // `new` is left to its TTL: the key may sit on it.
+            Err(e) => Ok(Moved::Unknown { error: e }),
         }
     }
 }
@@ -156,8 +157,9 @@ enum Moved {
     /// The old session no longer held the key; nothing changed.
     NotOurs,
     /// The transaction's answer was lost: the key is held by the old
-    /// session or by `new`, and nobody knows which.
-    Unknown { new: String, error: Error },
+    /// session or by the new one, and nobody knows which (both are left to
+    /// their TTLs).
+    Unknown { error: Error },
 }
 
 /// The lock whose key is `key` under `prefix`: the inverse of
@@ -351,12 +353,13 @@ impl LockBackend for ConsulBackend {
             {
                 Moved::To(session) => new.handle = Handle { session, ..handle }.encode(),
                 Moved::NotOurs => return Err(Error::lost(&lease.name, LOST_KEY)),
-                Moved::Unknown { new, error } => {
+                Moved::Unknown { error } => {
                     // The key may now sit in a session shorter than this
                     // lease's validity: never let the caller go on believing
-                    // the old one. Give the lock up.
-                    self.http.destroy_session_later(new);
-                    self.http.destroy_session_later(handle.session);
+                    // the old one. Give the lock up — but undo nothing: the
+                    // key sits on one of the two sessions, and destroying
+                    // it would free the lock before the guard has marked
+                    // itself lost. Both sessions end by their own TTL.
                     return Err(Error::lost(
                         &lease.name,
                         format!(
@@ -418,7 +421,7 @@ impl LockBackend for ConsulBackend {
             // Either session keeps the key at least until acquired +
             // at_least (the old one's TTL is at_most >= at_least), so leave
             // both to their TTLs.
-            Moved::Unknown { error, .. } => return Err(error),
+            Moved::Unknown { error } => return Err(error),
         };
         // While this process runs, end that session right when at_least is
         // over, so the lock does not stay taken for the rest of the TTL.

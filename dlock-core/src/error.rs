@@ -61,8 +61,12 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
-    /// The lease is no longer valid: it expired, was released, or was taken
-    /// over by another owner. Nothing was changed at the coordinator.
+    /// The lease is no longer valid (or can no longer be proven valid): it
+    /// expired, was released, was taken over by another owner, or a request
+    /// about it had an unknown outcome. The call changed nothing at the
+    /// coordinator that could hand the lock to anyone before the lease's own
+    /// expiry; a request with an unknown outcome may have applied, and the
+    /// coordinator's expiry cleans it up.
     #[error("lock {name:?} lost: {reason}")]
     LockLost {
         /// The lock name.
