@@ -8,6 +8,7 @@ mod common;
 use common::{consul_url, url_with};
 use dlock_consul::ConsulBackend;
 use dlock_core::{Error, LockBackend, LockName, LockSpec};
+use dlock_testkit::bad_input::{huge_timeout_verdict, no_panic};
 use std::time::{Duration, Instant};
 
 fn spec(name: &str, at_most: Duration) -> LockSpec {
@@ -220,36 +221,6 @@ async fn cancelled_acquires_leave_nothing_behind() {
     }
 }
 
-/// Runs `f` in a task of its own: a panic in the library comes back as
-/// `Err(its message)` instead of crashing the test.
-async fn no_panic<T: Send + 'static>(
-    f: impl std::future::Future<Output = T> + Send + 'static,
-) -> Result<T, String> {
-    tokio::spawn(f).await.map_err(|e| {
-        let msg = e.try_into_panic().map_or_else(
-            |e| e.to_string(),
-            |p| {
-                p.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default()
-            },
-        );
-        format!("the library panicked: {msg}")
-    })
-}
-
-/// What a huge timeout must give: `InvalidConfig` naming `opt` and the maximum.
-fn judge(what: &str, opt: &str, r: Result<dlock_core::Result<()>, String>) -> Option<String> {
-    match r {
-        Ok(Err(Error::InvalidConfig(m))) if m.contains(opt) && m.contains("1h") => None,
-        Ok(other) => Some(format!(
-            "{what}: expected InvalidConfig naming {opt} and 1h, got {other:?}"
-        )),
-        Err(panic) => Some(format!("{what}: {panic}")),
-    }
-}
-
 /// Connects with `config` and runs acquire, extend and release.
 async fn connect_and_use(config: dlock_consul::ConsulConfig) -> dlock_core::Result<()> {
     let b = ConsulBackend::with_config(config).await?;
@@ -275,7 +246,7 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
                 connect_and_use(dlock_consul::ConsulConfig::from_url(&u)?).await
             })
             .await;
-            bad.extend(judge(&what, opt, r));
+            bad.extend(huge_timeout_verdict(&what, opt, r));
         }
     }
     type Set = fn(&mut dlock_consul::ConsulConfig);
@@ -287,7 +258,11 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
         let mut c = dlock_consul::ConsulConfig::from_url(&url).unwrap();
         set(&mut c);
         let r = no_panic(connect_and_use(c)).await;
-        bad.extend(judge(&format!("{opt} = Duration::MAX in code"), opt, r));
+        bad.extend(huge_timeout_verdict(
+            &format!("{opt} = Duration::MAX in code"),
+            opt,
+            r,
+        ));
     }
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));
     let u = url_with(&url, "", "connect_timeout=1h&request_timeout=1h");

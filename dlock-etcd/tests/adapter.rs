@@ -4,6 +4,7 @@
 
 use dlock_core::{Error, LockBackend, LockName, LockSpec, Locker};
 use dlock_etcd::EtcdBackend;
+use dlock_testkit::bad_input::{huge_timeout_verdict, no_panic};
 use etcd_client::{Client, GetOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -408,36 +409,6 @@ async fn tls_to_a_plain_server_is_a_clear_error() {
     assert!(t.elapsed() < Duration::from_secs(4));
 }
 
-/// Runs `f` in a task of its own: a panic in the library comes back as
-/// `Err(its message)` instead of crashing the test.
-async fn no_panic<T: Send + 'static>(
-    f: impl std::future::Future<Output = T> + Send + 'static,
-) -> Result<T, String> {
-    tokio::spawn(f).await.map_err(|e| {
-        let msg = e.try_into_panic().map_or_else(
-            |e| e.to_string(),
-            |p| {
-                p.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default()
-            },
-        );
-        format!("the library panicked: {msg}")
-    })
-}
-
-/// What a huge timeout must give: `InvalidConfig` naming `opt` and the maximum.
-fn judge(what: &str, opt: &str, r: Result<dlock_core::Result<()>, String>) -> Option<String> {
-    match r {
-        Ok(Err(Error::InvalidConfig(m))) if m.contains(opt) && m.contains("1h") => None,
-        Ok(other) => Some(format!(
-            "{what}: expected InvalidConfig naming {opt} and 1h, got {other:?}"
-        )),
-        Err(panic) => Some(format!("{what}: {panic}")),
-    }
-}
-
 /// Connects and runs acquire, extend and release on the shared etcd.
 async fn connect_and_use(url: String) -> dlock_core::Result<()> {
     let b = EtcdBackend::connect(&url).await?;
@@ -460,7 +431,7 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
         for v in ["18446744073709551615s", "100000000000s", "61min"] {
             let what = format!("{opt}={v}");
             let r = no_panic(connect_and_use(format!("{url}?{what}"))).await;
-            bad.extend(judge(&what, opt, r));
+            bad.extend(huge_timeout_verdict(&what, opt, r));
         }
     }
     // Set in code rather than in the URL: the same answer.
@@ -481,7 +452,11 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
             b.release(&l).await
         })
         .await;
-        bad.extend(judge(&format!("{opt} = Duration::MAX in code"), opt, r));
+        bad.extend(huge_timeout_verdict(
+            &format!("{opt} = Duration::MAX in code"),
+            opt,
+            r,
+        ));
     }
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));
     // The maximum itself connects and works.

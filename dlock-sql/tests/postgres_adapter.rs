@@ -5,6 +5,7 @@
 
 use dlock_core::{Error, LockBackend, LockName, LockSpec, Locker};
 use dlock_sql::{PostgresBackend, SqlOptions};
+use dlock_testkit::bad_input::{huge_timeout_verdict, no_panic};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -429,36 +430,6 @@ async fn transaction_pooling_mode_works_and_polls() {
     drop_table(&b, &table).await;
 }
 
-/// Runs `f` in a task of its own: a panic in the library comes back as
-/// `Err(its message)` instead of crashing the test.
-async fn no_panic<T: Send + 'static>(
-    f: impl std::future::Future<Output = T> + Send + 'static,
-) -> Result<T, String> {
-    tokio::spawn(f).await.map_err(|e| {
-        let msg = e.try_into_panic().map_or_else(
-            |e| e.to_string(),
-            |p| {
-                p.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default()
-            },
-        );
-        format!("the library panicked: {msg}")
-    })
-}
-
-/// What a huge timeout must give: `InvalidConfig` naming `opt` and the maximum.
-fn judge(what: &str, opt: &str, r: Result<dlock_core::Result<()>, String>) -> Option<String> {
-    match r {
-        Ok(Err(Error::InvalidConfig(m))) if m.contains(opt) && m.contains("1h") => None,
-        Ok(other) => Some(format!(
-            "{what}: expected InvalidConfig naming {opt} and 1h, got {other:?}"
-        )),
-        Err(panic) => Some(format!("{what}: {panic}")),
-    }
-}
-
 /// Acquire, extend and release on `b`.
 async fn use_backend(b: &impl LockBackend) -> dlock_core::Result<()> {
     let l = b
@@ -484,7 +455,7 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
             let r =
                 no_panic(async move { use_backend(&PostgresBackend::connect(&u).await?).await })
                     .await;
-            bad.extend(judge(&what, opt, r));
+            bad.extend(huge_timeout_verdict(&what, opt, r));
         }
     }
     type Set = fn(&mut SqlOptions);
@@ -508,7 +479,7 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
                 async move { use_backend(&PostgresBackend::from_pool(pool, opts).await?).await },
             )
             .await;
-        bad.extend(judge(
+        bad.extend(huge_timeout_verdict(
             &format!("{opt} = Duration::MAX in from_pool"),
             opt,
             r,

@@ -3,6 +3,7 @@
 
 use dlock_core::{Error, LockBackend, LockName, LockSpec, Locker};
 use dlock_sql::SqliteBackend;
+use dlock_testkit::bad_input::{huge_timeout_verdict, no_panic};
 use std::time::Duration;
 
 fn url_in(dir: &std::path::Path, file: &str, query: &str) -> String {
@@ -158,36 +159,6 @@ async fn backend_rejects_what_it_cannot_honour_itself() {
     assert!(matches!(e, Error::InvalidConfig(_)), "{e:?}");
 }
 
-/// Runs `f` in a task of its own: a panic in the library comes back as
-/// `Err(its message)` instead of crashing the test.
-async fn no_panic<T: Send + 'static>(
-    f: impl std::future::Future<Output = T> + Send + 'static,
-) -> Result<T, String> {
-    tokio::spawn(f).await.map_err(|e| {
-        let msg = e.try_into_panic().map_or_else(
-            |e| e.to_string(),
-            |p| {
-                p.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default()
-            },
-        );
-        format!("the library panicked: {msg}")
-    })
-}
-
-/// What a huge timeout must give: `InvalidConfig` naming `opt` and the maximum.
-fn judge(what: &str, opt: &str, r: Result<dlock_core::Result<()>, String>) -> Option<String> {
-    match r {
-        Ok(Err(Error::InvalidConfig(m))) if m.contains(opt) && m.contains("1h") => None,
-        Ok(other) => Some(format!(
-            "{what}: expected InvalidConfig naming {opt} and 1h, got {other:?}"
-        )),
-        Err(panic) => Some(format!("{what}: {panic}")),
-    }
-}
-
 /// Timeouts beyond 1h are a clear InvalidConfig naming the option and the
 /// maximum, never a panic; 1h itself works.
 #[tokio::test]
@@ -207,7 +178,7 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
                 b.release(&l).await
             })
             .await;
-            bad.extend(judge(&what, opt, r));
+            bad.extend(huge_timeout_verdict(&what, opt, r));
         }
     }
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));

@@ -18,6 +18,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod bad_input;
 pub mod bench;
 mod cases;
 mod child;

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use dlock_core::{Error, LockBackend, LockName, Locker};
+use dlock_testkit::bad_input::{huge_timeout_verdict, no_panic};
 use dlock_zookeeper::{ZkConfig, ZookeeperBackend};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -461,36 +462,6 @@ async fn list_matches_inspect_and_counts_at_least() {
     held.release().await.unwrap();
 }
 
-/// Runs `f` in a task of its own: a panic in the library comes back as
-/// `Err(its message)` instead of crashing the test.
-async fn no_panic<T: Send + 'static>(
-    f: impl std::future::Future<Output = T> + Send + 'static,
-) -> Result<T, String> {
-    tokio::spawn(f).await.map_err(|e| {
-        let msg = e.try_into_panic().map_or_else(
-            |e| e.to_string(),
-            |p| {
-                p.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default()
-            },
-        );
-        format!("the library panicked: {msg}")
-    })
-}
-
-/// What a huge timeout must give: `InvalidConfig` naming `opt` and the maximum.
-fn judge(what: &str, opt: &str, r: Result<dlock_core::Result<()>, String>) -> Option<String> {
-    match r {
-        Ok(Err(Error::InvalidConfig(m))) if m.contains(opt) && m.contains("1h") => None,
-        Ok(other) => Some(format!(
-            "{what}: expected InvalidConfig naming {opt} and 1h, got {other:?}"
-        )),
-        Err(panic) => Some(format!("{what}: {panic}")),
-    }
-}
-
 /// Connects with `cfg` and runs acquire, extend and release.
 async fn connect_and_use(cfg: ZkConfig) -> dlock_core::Result<()> {
     let b = ZookeeperBackend::with_config(cfg).await?;
@@ -517,7 +488,7 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
             let what = format!("{opt}={v}");
             let u = format!("zk://{host}{root}?{what}");
             let r = no_panic(async move { connect_and_use(ZkConfig::parse(&u)?).await }).await;
-            bad.extend(judge(&what, opt, r));
+            bad.extend(huge_timeout_verdict(&what, opt, r));
         }
     }
     // Set in code rather than in the URL: the same answer.
@@ -533,7 +504,11 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
         let mut c = ZkConfig::parse(&url(&root)).unwrap();
         set(&mut c);
         let r = no_panic(connect_and_use(c)).await;
-        bad.extend(judge(&format!("{opt} = Duration::MAX in code"), opt, r));
+        bad.extend(huge_timeout_verdict(
+            &format!("{opt} = Duration::MAX in code"),
+            opt,
+            r,
+        ));
     }
     assert!(bad.is_empty(), "\n{}", bad.join("\n"));
     // The maximum connects and works (the server clamps the session timeout).
