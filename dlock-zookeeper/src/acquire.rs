@@ -252,6 +252,7 @@ pub(crate) async fn fresh(session: &Arc<Session>, spec: &LockSpec) -> Result<Opt
             }
         };
         let recv = BootInstant::now();
+        // A create is a write: the leader ordered it, so it proves the session.
         session.proved(sent);
         let path = format!("{prefix}{seq}");
         let verdict = match queue {
@@ -323,6 +324,8 @@ pub(crate) async fn claim(
         Err(e) => return Err(op_error("acquire", &ticket.path, e)),
     };
     let recv = BootInstant::now();
+    // A set_data is a write: the leader ordered it (the queue read beside it
+    // proves nothing).
     session.proved(sent);
     ticket.version = stat.version;
     let queue = queue?;

@@ -75,6 +75,7 @@ pub(crate) async fn extend(
         .map_err(|_| timeout_err("extend", &session))?;
     match r.map_err(multi_error) {
         Ok(_) => {
+            // A multi goes through the leader even when it only checks.
             session.proved(sent);
             let new = lease.extended(lock_for, sent);
             if !session.extend_to(&path, &lease.id, new.valid_until) {
@@ -145,6 +146,7 @@ pub(crate) async fn release(current: Option<Arc<Session>>, lease: &Lease) -> Res
         };
         match r {
             Ok(()) => {
+                // A delete (or multi) is a write: the leader ordered it.
                 session.proved(sent);
                 session.forget(&path, None);
                 return Ok(());

@@ -2,17 +2,25 @@
 //! leases taken on it, their `lock_at_most_for` timers, parked waiting
 //! tickets, and nodes whose removal must be retried.
 //!
-//! Liveness: ZooKeeper expires a session that has not been heard from for
-//! its timeout `T`. A client cut off from the ensemble only learns this when
-//! it reconnects, so a guard must not believe its lock longer than the
-//! session can be *proven* alive. Every successful request records the
-//! instant it was sent (the server heard from us after that instant); a
-//! heartbeat read keeps that proof fresh while leases are held. When the
-//! proof is older than `2/3 T` every lease of the session is reported lost
-//! and the session is abandoned (its client dropped, which closes it). The
-//! margin `T/3` covers a follower's delay in passing session touches to the
-//! leader (at most half a tick, and a tick is at most `T/2`). A reconnect
-//! within that window keeps every lease.
+//! Liveness: the leader expires a session that it has not been heard from
+//! for its timeout `T`. A client cut off from the leader only learns this
+//! when it reconnects, so a guard must not believe its lock longer than the
+//! session can be *proven* alive. Only a request that went through the
+//! leader is proof: writes (create, set_data, delete, multi) and `sync`. A
+//! read (check_stat, list_children, a multi-read) is answered by whichever
+//! server the client is connected to from its own copy — also by a follower
+//! already cut off from the leader, which keeps serving until its own read
+//! timeout (`syncLimit × tickTime`, which may be longer than `T`) while the
+//! leader expires the session and lets another owner in. So reads never
+//! count. Every successful leader-reaching request records the instant it
+//! was sent (the leader heard from the follower after that instant, and the
+//! follower from us); a heartbeat `sync` keeps that proof fresh while
+//! leases are held. When the proof is older than `2/3 T` every lease of the
+//! session is reported lost and the session is abandoned (its client
+//! dropped, which closes it). The margin `T/3` covers a follower's delay in
+//! passing session touches to the leader (at most half a tick, and a tick
+//! is at most `T/2`). A reconnect within that window, to the same server or
+//! another, keeps every lease.
 
 use crate::config::ZkConfig;
 use crate::error::{op_error, KIND};
@@ -314,8 +322,10 @@ impl Session {
         self.dead.subscribe()
     }
 
-    /// Records that a request sent at `sent` was answered: the server heard
-    /// from this session after `sent`.
+    /// Records that a request sent at `sent` was answered *through the
+    /// leader*: the leader heard from this session's server after `sent`.
+    /// Call it only after a write or a `sync` succeeded, never after a read
+    /// (a cut-off follower answers reads by itself; see the module docs).
     pub(crate) fn proved(&self, sent: BootInstant) {
         let mut p = lock(&self.proven);
         if sent > *p {
@@ -714,9 +724,9 @@ async fn monitor(weak: Weak<Session>, mut states: zk::StateWatcher) {
                 let Some(s) = weak.upgrade() else { return };
                 if s.has_leases() && BootInstant::now() >= s.proof_deadline() {
                     s.kill(format!(
-                        "cannot prove the ZooKeeper session {id:#x} alive: no answer from the \
-                         ensemble for {:?} (2/3 of the {t:?} session timeout), so the server may \
-                         expire it and give the lock to another owner",
+                        "cannot prove the ZooKeeper session {id:#x} alive: no request of it \
+                         went through the leader for {:?} (2/3 of the {t:?} session timeout), so \
+                         the leader may expire it and give the lock to another owner",
                         t * 2 / 3
                     ));
                     return;
@@ -726,8 +736,17 @@ async fn monitor(weak: Weak<Session>, mut states: zk::StateWatcher) {
     }
 }
 
-/// A cheap read every `T/6` while anything is held, to keep the liveness
-/// proof fresh; also retries pending node removals.
+/// A `sync` every `T/6` while anything is held, to keep the liveness proof
+/// fresh; also retries pending node removals.
+///
+/// A sync, because a follower forwards it to the leader and answers only
+/// once the leader's reply is back: a follower cut off from the leader
+/// cannot complete it, so the proof goes stale and the guards turn false
+/// before the leader can expire the session (a read here kept them "held"
+/// for seconds after another owner had the lock; tests/ensemble.rs). A
+/// multi with a check would prove the same but costs a transaction (a disk
+/// write on a quorum) every beat. A sync needs no permission and no node:
+/// a root removed by hand does not fail it.
 async fn heartbeat(weak: Weak<Session>) {
     loop {
         let beat = match weak.upgrade() {
@@ -744,7 +763,7 @@ async fn heartbeat(weak: Weak<Session>) {
         }
         if let Ok(client) = s.client() {
             let sent = BootInstant::now();
-            if let Ok(Ok(_)) = tokio::time::timeout(beat, client.check_stat(&s.cfg.root)).await {
+            if let Ok(Ok(())) = tokio::time::timeout(beat, client.sync(&s.cfg.root)).await {
                 s.proved(sent);
             }
         }

@@ -116,6 +116,7 @@ async fn new_ticket(
                 return Err(op_error("wait", &paths.dir, e));
             }
         };
+        // A create is a write: the leader ordered it, so it proves the session.
         session.proved(sent);
         let path = format!("{prefix}{seq}");
         let ticket = Ticket::new(path, id, seq.into_i64(), &stat);
