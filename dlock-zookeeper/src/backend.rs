@@ -169,13 +169,9 @@ impl LockBackend for ZookeeperBackend {
             // waiting) costs an acquire nothing: the ensemble removed its
             // nodes with it. Ask again once, on a new session, rather than
             // report "the clock moved" as a coordinator failure.
-            if r.is_err() && attempt == 0 {
-                if let Ok(client) = session.client() {
-                    if matches!(
-                        client.state(),
-                        zookeeper_client::SessionState::Expired
-                            | zookeeper_client::SessionState::Closed
-                    ) {
+            if attempt == 0 {
+                if let Err(e) = &r {
+                    if session_ended(&session, e) {
                         session.kill("the ZooKeeper session expired".into());
                         attempt += 1;
                         continue;
@@ -241,4 +237,27 @@ impl LockBackend for ZookeeperBackend {
 /// Connects and returns the backend behind the trait object `dlock::connect` uses.
 pub async fn connect(url: &str) -> Result<Arc<dyn LockBackend>> {
     Ok(Arc::new(ZookeeperBackend::connect(url).await?))
+}
+
+/// Whether an acquire failed because its session had ended (expired or
+/// closed at the server, or already abandoned by the monitor), rather than
+/// for a reason a new session would meet too.
+fn session_ended(session: &Session, e: &dlock_core::Error) -> bool {
+    use std::error::Error as _;
+    if session.is_dead() {
+        return true;
+    }
+    if let Ok(client) = session.client() {
+        if matches!(
+            client.state(),
+            zookeeper_client::SessionState::Expired | zookeeper_client::SessionState::Closed
+        ) {
+            return true;
+        }
+    }
+    matches!(
+        e.source()
+            .and_then(|s| s.downcast_ref::<zookeeper_client::Error>()),
+        Some(zookeeper_client::Error::SessionExpired | zookeeper_client::Error::ClientClosed)
+    )
 }
