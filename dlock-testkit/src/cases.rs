@@ -152,6 +152,11 @@ pub fn cases() -> Vec<Case> {
             validity_cases::delayed_short_extend_never_outlives_the_guard,
         ),
         case(
+            "keep_alive_keeps_a_manual_shortening",
+            none,
+            validity_cases::keep_alive_keeps_a_manual_shortening,
+        ),
+        case(
             "late_extend_answer_does_not_revive",
             Needs {
                 networked: true,

@@ -1,8 +1,13 @@
-//! A fault injected at the client, for the "later wins" rule: the first
-//! extension a guard sends is held back in flight (as a request stuck in a
-//! slow connection would be) and reaches the real coordinator only later,
-//! after the caller was told it timed out. Everything else goes straight to
-//! the real backend; nothing is stubbed.
+//! Faults injected at the client into the first extension a guard sends:
+//!
+//! - [`Fault::LandLater`], for the "later wins" rule: the extension is held
+//!   back in flight (as a request stuck in a slow connection would be) and
+//!   reaches the real coordinator only later, after the caller was told it
+//!   timed out;
+//! - [`Fault::AnswerLate`]: the extension goes out at once, its answer comes
+//!   back late (so the guard's operation lock is held meanwhile).
+//!
+//! Everything else goes straight to the real backend; nothing is stubbed.
 
 use dlock_core::{
     async_trait, BootInstant, Capabilities, Error, Lease, LockBackend, LockInfo, LockName,
@@ -21,22 +26,34 @@ pub(crate) struct Landed {
     pub applied: bool,
 }
 
+/// What happens to the first extension.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Fault {
+    /// Sent `delay` later; the caller gets a timeout at once.
+    LandLater,
+    /// Sent at once; the caller gets the real answer `delay` later.
+    AnswerLate,
+}
+
 pub(crate) struct DelayedFirstExtend {
     inner: Arc<dyn LockBackend>,
+    fault: Fault,
     delay: Duration,
     /// Present until the first extension was held back.
     report: Mutex<Option<oneshot::Sender<Landed>>>,
 }
 
 impl DelayedFirstExtend {
-    /// Wraps `inner`; the first extension lands `delay` after it was asked.
+    /// Wraps `inner`; the first extension suffers `fault` for `delay`.
     pub(crate) fn wrap(
         inner: Arc<dyn LockBackend>,
+        fault: Fault,
         delay: Duration,
     ) -> (Arc<dyn LockBackend>, oneshot::Receiver<Landed>) {
         let (tx, rx) = oneshot::channel();
         let b = DelayedFirstExtend {
             inner,
+            fault,
             delay,
             report: Mutex::new(Some(tx)),
         };
@@ -60,6 +77,16 @@ impl LockBackend for DelayedFirstExtend {
         let Some(report) = report else {
             return self.inner.extend(lease, lock_for).await;
         };
+        if let Fault::AnswerLate = self.fault {
+            let sent = BootInstant::now();
+            let r = self.inner.extend(lease, lock_for).await;
+            tokio::time::sleep(self.delay).await;
+            let _ = report.send(Landed {
+                sent,
+                applied: r.is_ok(),
+            });
+            return r;
+        }
         let (inner, lease_c, delay) = (self.inner.clone(), lease.clone(), self.delay);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;

@@ -4,7 +4,7 @@
 use crate::cases::{is_lost, just_under, ms, round_up};
 use crate::child::{After, Role};
 use crate::ctx::{Context, Ctx};
-use crate::delayed_extend::DelayedFirstExtend;
+use crate::delayed_extend::{DelayedFirstExtend, Fault};
 use crate::proxy::{redirect, upstream, Proxy};
 use crate::{ensure, CaseResult};
 use dlock_core::{clock, BootInstant, LockGuard};
@@ -179,7 +179,7 @@ pub(crate) async fn delayed_short_extend_never_outlives_the_guard(ctx: Ctx) -> C
     let short = ctx.lease();
     let long = ctx.lease_at_least(short * 3);
     let delay = Duration::from_millis(300);
-    let (backend, landed) = DelayedFirstExtend::wrap(ctx.fresh().await?, delay);
+    let (backend, landed) = DelayedFirstExtend::wrap(ctx.fresh().await?, Fault::LandLater, delay);
     let a = ctx.locker_on(&backend, "owner-a");
     let b = ctx.locker("owner-b").await?;
     let name = ctx.name("x");
@@ -275,4 +275,45 @@ pub(crate) async fn at_least_after_exit_without_release(ctx: Ctx) -> CaseResult 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
+}
+
+/// A manual shortening is not undone by keep-alive: the keep-alive that
+/// came due while the manual extension was in flight (and waited for it)
+/// renews with the lease's length as it is *then*, not the length it read
+/// before waiting.
+pub(crate) async fn keep_alive_keeps_a_manual_shortening(ctx: Ctx) -> CaseResult {
+    let short = ctx.lease();
+    let long = ctx.lease_at_least(short * 3);
+    // Less than a third of `short`, so the shortened lease is not yet due.
+    let delay = (short / 5).min(Duration::from_millis(300));
+    let (backend, answered) =
+        DelayedFirstExtend::wrap(ctx.fresh().await?, Fault::AnswerLate, delay);
+    let a = ctx.locker_on(&backend, "owner-a");
+    let name = ctx.name("x");
+    let g = a
+        .acquire(&name)
+        .lock_for(long)
+        .keep_alive(true)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or("free lock not taken")?;
+    // Shorten just before keep-alive's renew point (a third into the lease),
+    // with the answer held across it: keep-alive comes due meanwhile.
+    let renew_at = g.lease().acquired_at + long / 3;
+    clock::sleep_until(renew_at.checked_sub(delay / 2).unwrap_or(renew_at)).await;
+    g.extend(short).await.ctx("shortening extend")?;
+    let landed = answered
+        .await
+        .map_err(|_| "the shortening extension was never sent".to_string())?;
+    ensure!(landed.applied, "the shortening extension was refused");
+    // Give the keep-alive that waited its turn time to act.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let now = g.lease().at_most;
+    ensure!(
+        now == short,
+        "after a manual extend to {short:?}, keep-alive put the lease back to {now:?}"
+    );
+    ensure!(g.is_held(), "the guard lost its lease");
+    g.release().await.ctx("release")
 }
