@@ -1349,8 +1349,9 @@ async fn expired_lease_is_stale(ctx: Ctx) -> CaseResult {
         .ctx("acquire")?
         .ok_or("free lock not taken")?;
     let old = g.lease();
-    drop(g);
-    // Expired at the coordinator, and nobody took it over.
+    // Expired at the coordinator, and nobody took it over. The guard stays
+    // alive (no keep-alive): dropping it would release the lease, and this
+    // case would test a released lease instead of an expired one.
     tokio::time::sleep(lease + ctx.caps.expiry_slack + Duration::from_millis(200)).await;
     let r = backend.extend(&old, lease).await;
     ensure!(
@@ -1366,6 +1367,7 @@ async fn expired_lease_is_stale(ctx: Ctx) -> CaseResult {
     let g2 = must_take(&b, &name, lease)
         .await
         .map_err(|e| format!("the stale calls must not revive it: {e}"))?;
+    drop(g);
     g2.release().await.ctx("release")
 }
 
