@@ -5,7 +5,7 @@ use crate::ctx::{Context, Ctx};
 use crate::history::{check_history, work, Hold};
 use crate::proxy::{redirect, upstream, Proxy};
 use crate::{ensure, CaseResult};
-use crate::{validity_cases, waiting_cases};
+use crate::{lease_length_cases, name_cases, validity_cases, waiting_cases};
 use dlock_core::BootInstant;
 use dlock_core::{Capabilities, Error, Lease, LockBackend, LockGuard, Locker};
 use futures::future::BoxFuture;
@@ -103,6 +103,16 @@ pub fn cases() -> Vec<Case> {
         case("expiry_after_at_most", none, expiry_after_at_most),
         case("at_least_after_release", none, at_least_after_release),
         case(
+            "at_least_counts_from_acquisition",
+            none,
+            lease_length_cases::at_least_counts_from_acquisition,
+        ),
+        case(
+            "extend_sets_the_requested_length",
+            none,
+            lease_length_cases::extend_sets_the_requested_length,
+        ),
+        case(
             "at_least_after_exit",
             Needs {
                 at_least_survives_exit: true,
@@ -147,6 +157,11 @@ pub fn cases() -> Vec<Case> {
             validity_cases::lost_fires_after_runtime_shutdown,
         ),
         case(
+            "validity_counts_from_the_send",
+            none,
+            validity_cases::validity_counts_from_the_send,
+        ),
+        case(
             "delayed_short_extend_never_outlives_the_guard",
             none,
             validity_cases::delayed_short_extend_never_outlives_the_guard,
@@ -179,6 +194,11 @@ pub fn cases() -> Vec<Case> {
         ),
         case("odd_names", none, odd_names),
         case("name_bounds", none, name_bounds),
+        case(
+            "long_names_are_distinct",
+            none,
+            name_cases::long_names_are_distinct,
+        ),
         case(
             "skewed_client_clock",
             Needs {
@@ -219,6 +239,14 @@ pub fn cases() -> Vec<Case> {
             lease_below_minimum_is_unsupported,
         ),
         case(
+            "extension_below_minimum_is_unsupported",
+            Needs {
+                min_lease_above_1ms: true,
+                ..none
+            },
+            lease_length_cases::extension_below_minimum_is_unsupported,
+        ),
+        case(
             "lease_off_granularity_is_unsupported",
             Needs {
                 coarse_granularity: true,
@@ -239,14 +267,18 @@ pub fn cases() -> Vec<Case> {
 
 // ---------------------------------------------------------------- helpers
 
-async fn must_take(l: &Locker, name: &str, lease: Duration) -> Result<LockGuard, String> {
+pub(crate) async fn must_take(
+    l: &Locker,
+    name: &str,
+    lease: Duration,
+) -> Result<LockGuard, String> {
     l.try_lock(name, lease)
         .await
         .ctx(&format!("try_lock {name:?} by {}", l.owner()))?
         .ok_or_else(|| format!("{} could not take the free lock {name:?}", l.owner()))
 }
 
-async fn must_be_held(l: &Locker, name: &str, lease: Duration, why: &str) -> CaseResult {
+pub(crate) async fn must_be_held(l: &Locker, name: &str, lease: Duration, why: &str) -> CaseResult {
     let g = l
         .try_lock(name, lease)
         .await
@@ -257,7 +289,7 @@ async fn must_be_held(l: &Locker, name: &str, lease: Duration, why: &str) -> Cas
 
 /// Polls `try_lock` until it succeeds or `limit` passes; returns the guard
 /// and the time from `since` to the successful answer.
-async fn take_when_free(
+pub(crate) async fn take_when_free(
     l: &Locker,
     name: &str,
     lease: Duration,
@@ -291,7 +323,7 @@ pub(crate) fn is_lost<T>(r: &Result<T, Error>) -> bool {
     matches!(r, Err(e) if e.is_lock_lost())
 }
 
-fn is_unsupported<T>(r: &Result<T, Error>) -> bool {
+pub(crate) fn is_unsupported<T>(r: &Result<T, Error>) -> bool {
     matches!(r, Err(Error::Unsupported { .. }))
 }
 

@@ -25,6 +25,8 @@ mod child;
 mod ctx;
 mod delayed_extend;
 mod history;
+mod lease_length_cases;
+mod name_cases;
 mod proxy;
 mod validity_cases;
 mod waiting_cases;
