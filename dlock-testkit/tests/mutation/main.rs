@@ -35,8 +35,25 @@ const SLOW: &[&str] = &[
     "sigkill_frees_lock",
 ];
 
-/// Per-child limit: a hang is reported as inconclusive.
+/// Per-child limit: a hang is reported as inconclusive
+/// (`DLOCK_MUTATION_CHILD_LIMIT_S` overrides it, in seconds).
 const CHILD_LIMIT: Duration = Duration::from_secs(240);
+
+fn child_limit() -> Duration {
+    std::env::var("DLOCK_MUTATION_CHILD_LIMIT_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(CHILD_LIMIT)
+}
+
+/// `DLOCK_MUTATION_ONLY=a,b` runs only these mutants (after the faithful copy).
+fn selected(name: &str) -> bool {
+    match std::env::var("DLOCK_MUTATION_ONLY") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').any(|n| n.trim() == name),
+        _ => true,
+    }
+}
 const PARALLEL: usize = 2;
 
 fn main() -> ExitCode {
@@ -105,6 +122,7 @@ fn run_child(mutant: Option<&str>, skip: &[&str]) -> Result<(Outcome, Duration),
     if let Some(m) = mutant {
         cmd.env(adapter::ENV, m);
     }
+    let limit = child_limit();
     let t0 = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
     let mut out = child.stdout.take().ok_or("no stdout")?;
@@ -117,7 +135,7 @@ fn run_child(mutant: Option<&str>, skip: &[&str]) -> Result<(Outcome, Duration),
         if let Some(st) = child.try_wait().map_err(|e| format!("wait: {e}"))? {
             break Some(st);
         }
-        if t0.elapsed() > CHILD_LIMIT {
+        if t0.elapsed() > limit {
             // The whole group: the suite and the holders it spawned.
             let pgid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
             let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
@@ -178,11 +196,17 @@ fn drive() -> Result<(), String> {
         Outcome::Broken(t) => return Err(format!("the faithful copy's suite run broke:\n{t}")),
         Outcome::TimedOut => {
             return Err(format!(
-                "the faithful copy's suite run did not finish in {CHILD_LIMIT:?}"
+                "the faithful copy's suite run did not finish in {:?}",
+                child_limit()
             ))
         }
     }
-    let queue = Arc::new(Mutex::new(adapter::MUTANTS.iter().collect::<Vec<_>>()));
+    let queue = Arc::new(Mutex::new(
+        adapter::MUTANTS
+            .iter()
+            .filter(|m| selected(m.name))
+            .collect::<Vec<_>>(),
+    ));
     let results = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..PARALLEL)
         .map(|_| {
@@ -222,7 +246,10 @@ fn drive() -> Result<(), String> {
                 None => (format!("SURVIVED ({})", m.breaks), *took, false),
             },
             Ok((Outcome::TimedOut, took)) => (
-                format!("SURVIVED, inconclusive: no verdict within {CHILD_LIMIT:?}"),
+                format!(
+                    "SURVIVED, inconclusive: no verdict within {:?}",
+                    child_limit()
+                ),
                 *took,
                 false,
             ),
@@ -240,9 +267,9 @@ fn drive() -> Result<(), String> {
     println!(
         "{} mutants, {} equivalent, wall time {:.0?}",
         results.len(),
-        adapter::MUTANTS
+        results
             .iter()
-            .filter(|m| m.equivalent.is_some())
+            .filter(|(m, _)| m.equivalent.is_some())
             .count(),
         t0.elapsed()
     );
