@@ -287,6 +287,22 @@ pub(crate) async fn must_be_held(l: &Locker, name: &str, lease: Duration, why: &
     Ok(())
 }
 
+/// Takes the free lock `name` with a lease of `lease` and no keep-alive
+/// (the lease then ends by itself), or fails the case.
+pub(crate) async fn take_without_keep_alive(
+    l: &Locker,
+    name: &str,
+    lease: Duration,
+) -> Result<LockGuard, String> {
+    l.acquire(name)
+        .lock_for(lease)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or_else(|| format!("free lock {name:?} not taken"))
+}
+
 /// Polls `try_lock` until it succeeds or `limit` passes; returns the guard
 /// and the time from `since` to the successful answer.
 pub(crate) async fn take_when_free(
@@ -435,14 +451,7 @@ async fn only_owner_extends(ctx: Ctx) -> CaseResult {
     let a = ctx.locker_on(&backend, "owner-a");
     let name = ctx.name("x");
     let lease = ctx.lease();
-    let g = a
-        .acquire(&name)
-        .lock_for(lease)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_without_keep_alive(&a, &name, lease).await?;
     let r = backend.extend(&forged(&g.lease()), lease * 4).await;
     ensure!(
         is_lost(&r),
@@ -467,14 +476,7 @@ async fn stale_lease_gets_lock_lost(ctx: Ctx) -> CaseResult {
     let (b, c) = (ctx.locker("owner-b").await?, ctx.locker("owner-c").await?);
     let name = ctx.name("x");
     let lease = ctx.lease();
-    let g = a
-        .acquire(&name)
-        .lock_for(lease)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_without_keep_alive(&a, &name, lease).await?;
     let old = g.lease();
     let (g2, _) = take_when_free(
         &b,
@@ -523,14 +525,7 @@ async fn release_after_loss_is_lock_lost(ctx: Ctx) -> CaseResult {
     let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
     let name = ctx.name("x");
     let lease = ctx.lease();
-    let g = a
-        .acquire(&name)
-        .lock_for(lease)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_without_keep_alive(&a, &name, lease).await?;
     let (g2, _) = take_when_free(
         &b,
         &name,
@@ -557,14 +552,7 @@ async fn expiry_after_at_most(ctx: Ctx) -> CaseResult {
     let name = ctx.name("x");
     let lease = ctx.lease();
     let t0 = BootInstant::now();
-    let g = a
-        .acquire(&name)
-        .lock_for(lease)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_without_keep_alive(&a, &name, lease).await?;
     let (g2, took) = take_when_free(&b, &name, lease * 5, t0, ctx.expiry_bound(lease)).await?;
     ensure!(
         BootInstant::now() >= g.lease().valid_until && !g.is_held(),
@@ -669,14 +657,7 @@ async fn tokens_strictly_increase(ctx: Ctx) -> CaseResult {
         g.release().await.ctx("release")?;
     }
     // across an expiry
-    let g = a
-        .acquire(&name)
-        .lock_for(lease)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_without_keep_alive(&a, &name, lease).await?;
     seen.push(g.token().0);
     let (g2, _) = take_when_free(
         &b,
@@ -801,14 +782,7 @@ async fn lost_fires_without_keep_alive(ctx: Ctx) -> CaseResult {
     let name = ctx.name("x");
     let lease = ctx.lease();
     let t0 = BootInstant::now();
-    let g = a
-        .acquire(&name)
-        .lock_for(lease)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_without_keep_alive(&a, &name, lease).await?;
     ensure!(g.is_held(), "fresh guard not held");
     let reason = tokio::time::timeout(lease + Duration::from_secs(1), g.lost().wait())
         .await
@@ -1372,14 +1346,7 @@ async fn expired_lease_is_stale(ctx: Ctx) -> CaseResult {
     let a = ctx.locker_on(&backend, "owner-a");
     let name = ctx.name("x");
     let lease = ctx.lease();
-    let g = a
-        .acquire(&name)
-        .lock_for(lease)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_without_keep_alive(&a, &name, lease).await?;
     let old = g.lease();
     // Expired at the coordinator, and nobody took it over. The guard stays
     // alive (no keep-alive): dropping it would release the lease, and this

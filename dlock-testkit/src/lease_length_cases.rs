@@ -2,7 +2,9 @@
 //! the acquisition, an extension lasting exactly what it asked for, and
 //! extensions the backend cannot honour refused, never rounded.
 
-use crate::cases::{is_unsupported, just_under, must_be_held, round_up, take_when_free};
+use crate::cases::{
+    is_unsupported, just_under, must_be_held, round_up, take_when_free, take_without_keep_alive,
+};
 use crate::ctx::{Context, Ctx};
 use crate::{ensure, CaseResult};
 use dlock_core::BootInstant;
@@ -57,14 +59,7 @@ pub(crate) async fn extend_sets_the_requested_length(ctx: Ctx) -> CaseResult {
     let g_ = ctx.caps.lease_granularity;
     let at_most = ctx.lease_at_least(round_up(Duration::from_millis(2500), g_));
     let lock_for = ctx.lease_at_least(round_up(at_most * 3 / 2, g_));
-    let g = a
-        .acquire(&name)
-        .lock_for(at_most)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_without_keep_alive(&a, &name, at_most).await?;
     let t_ext = BootInstant::now();
     g.extend(lock_for).await.ctx("extend")?;
     // Past the acquisition's at_most, before lock_for after the extension.
@@ -107,14 +102,7 @@ pub(crate) async fn extension_below_minimum_is_unsupported(ctx: Ctx) -> CaseResu
     } else {
         ctx.caps.min_lease / 2
     };
-    let g = a
-        .acquire(&name)
-        .lock_for(lease)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_without_keep_alive(&a, &name, lease).await?;
     let r = backend.extend(&g.lease(), below).await;
     ensure!(
         is_unsupported(&r),

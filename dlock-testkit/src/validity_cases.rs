@@ -1,7 +1,7 @@
 //! Cases for a guard's validity: `is_held() == false` is final, and the
 //! loss signal is never late, whoever else is (or is not) running.
 
-use crate::cases::{is_lost, just_under, ms, round_up, take_when_free};
+use crate::cases::{is_lost, just_under, ms, round_up, take_when_free, take_without_keep_alive};
 use crate::child::{After, Role};
 use crate::ctx::{Context, Ctx};
 use crate::delayed_extend::{DelayedFirstExtend, Fault};
@@ -18,14 +18,7 @@ pub(crate) async fn is_held_false_is_final(ctx: Ctx) -> CaseResult {
     let a = ctx.locker("owner-a").await?;
     let name = ctx.name("x");
     let lease = ctx.lease();
-    let g = a
-        .acquire(&name)
-        .lock_for(lease)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_without_keep_alive(&a, &name, lease).await?;
     let until = g.lease().valid_until;
     // Sleep to just before the local deadline, then look as often as the
     // runtime lets us, so the first `false` is seen before any background
@@ -133,14 +126,7 @@ pub(crate) async fn late_extend_answer_does_not_revive(ctx: Ctx) -> CaseResult {
     let a = ctx.locker_on(&ctx.connect_url(&via).await?, "owner-a");
     let name = ctx.name("x");
     let lease = ctx.lease();
-    let g = a
-        .acquire(&name)
-        .lock_for(lease)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_without_keep_alive(&a, &name, lease).await?;
     let until = g.lease().valid_until;
     let before = Duration::from_millis(150);
     clock::sleep_until(until.checked_sub(before).unwrap_or(until)).await;
@@ -183,14 +169,7 @@ pub(crate) async fn delayed_short_extend_never_outlives_the_guard(ctx: Ctx) -> C
     let a = ctx.locker_on(&backend, "owner-a");
     let b = ctx.locker("owner-b").await?;
     let name = ctx.name("x");
-    let g = a
-        .acquire(&name)
-        .lock_for(long)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_without_keep_alive(&a, &name, long).await?;
     // The short extension "times out" (it is still on its way) ...
     let r = g.extend(short).await;
     ensure!(
