@@ -8,7 +8,7 @@ mod common;
 use common::{consul_url, url_with};
 use dlock_consul::ConsulBackend;
 use dlock_core::{Error, LockBackend, LockName, LockSpec};
-use dlock_testkit::bad_input::{huge_timeout_verdict, no_panic};
+use dlock_testkit::bad_input::{acquire_extend_release, huge_timeout_verdict, no_panic};
 use std::time::{Duration, Instant};
 
 fn spec(name: &str, at_most: Duration) -> LockSpec {
@@ -224,12 +224,7 @@ async fn cancelled_acquires_leave_nothing_behind() {
 /// Connects with `config` and runs acquire, extend and release.
 async fn connect_and_use(config: dlock_consul::ConsulConfig) -> dlock_core::Result<()> {
     let b = ConsulBackend::with_config(config).await?;
-    let l = b
-        .try_acquire(&spec("huge", Duration::from_secs(10)))
-        .await?
-        .expect("lock is free");
-    let l = b.extend(&l, Duration::from_secs(10)).await?;
-    b.release(&l).await
+    acquire_extend_release(&b, Duration::from_secs(10)).await
 }
 
 /// Timeouts beyond 1h, in the URL or set in code, are a clear InvalidConfig

@@ -4,7 +4,7 @@
 
 use dlock_core::{Error, LockBackend, LockName, LockSpec, Locker};
 use dlock_etcd::EtcdBackend;
-use dlock_testkit::bad_input::{huge_timeout_verdict, no_panic};
+use dlock_testkit::bad_input::{acquire_extend_release, huge_timeout_verdict, no_panic};
 use etcd_client::{Client, GetOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -412,12 +412,7 @@ async fn tls_to_a_plain_server_is_a_clear_error() {
 /// Connects and runs acquire, extend and release on the shared etcd.
 async fn connect_and_use(url: String) -> dlock_core::Result<()> {
     let b = EtcdBackend::connect(&url).await?;
-    let l = b
-        .try_acquire(&spec("huge", 5))
-        .await?
-        .expect("lock is free");
-    let l = b.extend(&l, Duration::from_secs(5)).await?;
-    b.release(&l).await
+    acquire_extend_release(&b, Duration::from_secs(5)).await
 }
 
 #[tokio::test]

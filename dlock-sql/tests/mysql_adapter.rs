@@ -5,7 +5,7 @@
 
 use dlock_core::{Error, LockBackend, LockName, LockSpec, Locker};
 use dlock_sql::{MysqlBackend, SqlOptions};
-use dlock_testkit::bad_input::{huge_timeout_verdict, no_panic};
+use dlock_testkit::bad_input::{acquire_extend_release, huge_timeout_verdict, no_panic};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -432,16 +432,6 @@ async fn times_are_utc_whatever_the_session_time_zone() {
         .unwrap();
 }
 
-/// Acquire, extend and release on `b`.
-async fn use_backend(b: &impl LockBackend) -> dlock_core::Result<()> {
-    let l = b
-        .try_acquire(&spec("huge", 5))
-        .await?
-        .expect("lock is free");
-    let l = b.extend(&l, Duration::from_secs(5)).await?;
-    b.release(&l).await
-}
-
 /// Timeouts beyond 1h, in the URL or in `SqlOptions` given to `from_pool`,
 /// are a clear InvalidConfig naming the option and the maximum, never a
 /// panic; 1h itself works.
@@ -454,8 +444,11 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
         for v in ["18446744073709551615s", "100000000000s", "61min"] {
             let what = format!("{opt}={v}");
             let u = with_query(&url, &what);
-            let r =
-                no_panic(async move { use_backend(&MysqlBackend::connect(&u).await?).await }).await;
+            let r = no_panic(async move {
+                acquire_extend_release(&MysqlBackend::connect(&u).await?, Duration::from_secs(5))
+                    .await
+            })
+            .await;
             bad.extend(huge_timeout_verdict(&what, opt, r));
         }
     }
@@ -475,9 +468,14 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
             ..SqlOptions::default()
         };
         set(&mut opts);
-        let r =
-            no_panic(async move { use_backend(&MysqlBackend::from_pool(pool, opts).await?).await })
-                .await;
+        let r = no_panic(async move {
+            acquire_extend_release(
+                &MysqlBackend::from_pool(pool, opts).await?,
+                Duration::from_secs(5),
+            )
+            .await
+        })
+        .await;
         bad.extend(huge_timeout_verdict(
             &format!("{opt} = Duration::MAX in from_pool"),
             opt,
@@ -491,7 +489,7 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
         .unwrap()
         .unwrap();
     let b = no_panic(async move {
-        use_backend(&b).await?;
+        acquire_extend_release(&b, Duration::from_secs(5)).await?;
         Ok::<_, Error>(b)
     })
     .await

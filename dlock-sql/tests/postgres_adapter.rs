@@ -5,7 +5,7 @@
 
 use dlock_core::{Error, LockBackend, LockName, LockSpec, Locker};
 use dlock_sql::{PostgresBackend, SqlOptions};
-use dlock_testkit::bad_input::{huge_timeout_verdict, no_panic};
+use dlock_testkit::bad_input::{acquire_extend_release, huge_timeout_verdict, no_panic};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -430,16 +430,6 @@ async fn transaction_pooling_mode_works_and_polls() {
     drop_table(&b, &table).await;
 }
 
-/// Acquire, extend and release on `b`.
-async fn use_backend(b: &impl LockBackend) -> dlock_core::Result<()> {
-    let l = b
-        .try_acquire(&spec("huge", 5))
-        .await?
-        .expect("lock is free");
-    let l = b.extend(&l, Duration::from_secs(5)).await?;
-    b.release(&l).await
-}
-
 /// Timeouts beyond 1h, in the URL or in `SqlOptions` given to `from_pool`,
 /// are a clear InvalidConfig naming the option and the maximum, never a
 /// panic; 1h itself works.
@@ -452,9 +442,11 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
         for v in ["18446744073709551615s", "100000000000s", "61min"] {
             let what = format!("{opt}={v}");
             let u = with_query(&url, &what);
-            let r =
-                no_panic(async move { use_backend(&PostgresBackend::connect(&u).await?).await })
-                    .await;
+            let r = no_panic(async move {
+                acquire_extend_release(&PostgresBackend::connect(&u).await?, Duration::from_secs(5))
+                    .await
+            })
+            .await;
             bad.extend(huge_timeout_verdict(&what, opt, r));
         }
     }
@@ -474,11 +466,14 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
             ..SqlOptions::default()
         };
         set(&mut opts);
-        let r =
-            no_panic(
-                async move { use_backend(&PostgresBackend::from_pool(pool, opts).await?).await },
+        let r = no_panic(async move {
+            acquire_extend_release(
+                &PostgresBackend::from_pool(pool, opts).await?,
+                Duration::from_secs(5),
             )
-            .await;
+            .await
+        })
+        .await;
         bad.extend(huge_timeout_verdict(
             &format!("{opt} = Duration::MAX in from_pool"),
             opt,
@@ -492,7 +487,7 @@ async fn huge_timeouts_are_invalid_config_never_a_panic() {
         .unwrap()
         .unwrap();
     let b = no_panic(async move {
-        use_backend(&b).await?;
+        acquire_extend_release(&b, Duration::from_secs(5)).await?;
         Ok::<_, Error>(b)
     })
     .await

@@ -1,7 +1,8 @@
 //! Helpers for adapters' bad-input tests: a library panic becomes a test
 //! failure with its message, and a verdict for timeouts a backend must refuse.
 
-use dlock_core::Error;
+use dlock_core::{Error, LockBackend, LockName, LockSpec};
+use std::time::Duration;
 
 /// Runs `f` in a task of its own: a panic in the library comes back as
 /// `Err(its message)` instead of crashing the test.
@@ -37,4 +38,19 @@ pub fn huge_timeout_verdict(
         )),
         Err(panic) => Some(format!("{what}: {panic}")),
     }
+}
+
+/// Takes the lock `huge` on `b` with a lease of `lease`, extends it by the
+/// same length and releases it: the round a backend built from a bad-input
+/// configuration must either refuse at construction or complete.
+pub async fn acquire_extend_release(
+    b: &dyn LockBackend,
+    lease: Duration,
+) -> dlock_core::Result<()> {
+    let spec = LockSpec::new(LockName::new("huge")?, "owner-a", lease)?;
+    let l = b.try_acquire(&spec).await?.ok_or_else(|| {
+        Error::backend_msg(b.kind(), "acquire", "the fresh lock \"huge\" was not free")
+    })?;
+    let l = b.extend(&l, lease).await?;
+    b.release(&l).await
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use dlock_core::{Error, LockBackend, LockName, Locker};
-use dlock_testkit::bad_input::{huge_timeout_verdict, no_panic};
+use dlock_testkit::bad_input::{acquire_extend_release, huge_timeout_verdict, no_panic};
 use dlock_zookeeper::{ZkConfig, ZookeeperBackend};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -465,15 +465,7 @@ async fn list_matches_inspect_and_counts_at_least() {
 /// Connects with `cfg` and runs acquire, extend and release.
 async fn connect_and_use(cfg: ZkConfig) -> dlock_core::Result<()> {
     let b = ZookeeperBackend::with_config(cfg).await?;
-    let spec = dlock_core::LockSpec::new(
-        LockName::new("huge").unwrap(),
-        "owner-a",
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    let l = b.try_acquire(&spec).await?.expect("lock is free");
-    let l = b.extend(&l, Duration::from_secs(5)).await?;
-    b.release(&l).await
+    acquire_extend_release(&b, Duration::from_secs(5)).await
 }
 
 #[tokio::test]
