@@ -3,7 +3,7 @@
 use crate::child::{After, Role};
 use crate::ctx::{Context, Ctx};
 use crate::history::{check_history, work, Hold};
-use crate::proxy::{redirect, upstream, Proxy};
+use crate::proxy::redirect;
 use crate::{ensure, CaseResult};
 use crate::{lease_length_cases, name_cases, validity_cases, waiting_cases};
 use dlock_core::BootInstant;
@@ -807,12 +807,7 @@ async fn lost_fires_without_keep_alive(ctx: Ctx) -> CaseResult {
 }
 
 async fn lost_fires_when_coordinator_gone(ctx: Ctx) -> CaseResult {
-    let up = upstream(&ctx.url).ok_or("the URL has no single host:port for the proxy")?;
-    let mut proxy = Proxy::start(up).await?;
-    let via = redirect(&ctx.url, proxy.addr()).ok_or("cannot point the URL at the proxy")?;
-    let a = Locker::from_arc(ctx.connect_url(&via).await?)
-        .with_owner("owner-a")
-        .ctx("owner")?;
+    let (mut proxy, a) = ctx.locker_through_proxy("owner-a").await?;
     let b = ctx.locker("owner-b").await?;
     let name = ctx.name("x");
     let lease = ctx.lease();

@@ -1,6 +1,7 @@
 //! What every case receives: fresh connections, lockers, lease sizes, children.
 
 use crate::child::{ChildProc, Role};
+use crate::proxy::{redirect, upstream, Proxy};
 use crate::{ConnectFn, Prepared};
 use dlock_core::{Capabilities, LockBackend, LockName, LockSpec, Locker};
 use std::sync::Arc;
@@ -58,6 +59,19 @@ impl Ctx {
         Locker::from_arc(b)
             .with_owner(owner)
             .map_err(|e| e.to_string())
+    }
+
+    /// A locker with `owner` on a new connection through a loopback
+    /// [`Proxy`] of the coordinator, which the case can cut or stall.
+    pub async fn locker_through_proxy(&self, owner: &str) -> Result<(Proxy, Locker), String> {
+        let up = upstream(&self.url).ok_or("the URL has no single host:port for the proxy")?;
+        let proxy = Proxy::start(up).await?;
+        let via = redirect(&self.url, proxy.addr()).ok_or("cannot point the URL at the proxy")?;
+        let b = self.connect_url(&via).await?;
+        let l = Locker::from_arc(b)
+            .with_owner(owner)
+            .map_err(|e| e.to_string())?;
+        Ok((proxy, l))
     }
 
     /// A locker sharing `backend`, with `owner`.

@@ -5,7 +5,6 @@ use crate::cases::{is_lost, just_under, ms, round_up, take_when_free, take_witho
 use crate::child::{After, Role};
 use crate::ctx::{Context, Ctx};
 use crate::delayed_extend::{DelayedFirstExtend, Fault};
-use crate::proxy::{redirect, upstream, Proxy};
 use crate::{ensure, CaseResult};
 use dlock_core::{clock, BootInstant, LockGuard};
 use std::time::Duration;
@@ -120,10 +119,7 @@ pub(crate) async fn lost_fires_after_runtime_shutdown(ctx: Ctx) -> CaseResult {
 /// Otherwise a guard could report "not held" (and `lost()` fire) and then
 /// "held" again, after its owner already stopped or handed over work.
 pub(crate) async fn late_extend_answer_does_not_revive(ctx: Ctx) -> CaseResult {
-    let up = upstream(&ctx.url).ok_or("the URL has no single host:port for the proxy")?;
-    let proxy = Proxy::start(up).await?;
-    let via = redirect(&ctx.url, proxy.addr()).ok_or("cannot point the URL at the proxy")?;
-    let a = ctx.locker_on(&ctx.connect_url(&via).await?, "owner-a");
+    let (proxy, a) = ctx.locker_through_proxy("owner-a").await?;
     let name = ctx.name("x");
     let lease = ctx.lease();
     let g = take_without_keep_alive(&a, &name, lease).await?;
