@@ -125,11 +125,11 @@ impl GuardShared {
         // If the new length is shorter than what is left, count on the
         // shorter one from now on: should this call be cancelled after the
         // coordinator applied it, the guard must not believe the longer.
+        let sent = BootInstant::now();
         self.validity
-            .shorten_to(crate::local_valid_until(BootInstant::now(), lock_for));
+            .shorten_to(crate::local_valid_until(sent, lock_for));
         let lease = self.lease();
         let span = tracing::debug_span!("dlock.extend", backend = self.backend.kind(), lock = %lease.name, token = lease.token.0);
-        let sent = BootInstant::now();
         match self.backend.extend(&lease, lock_for).instrument(span).await {
             // An answer that arrives after the loss was declared (the
             // deadline passed while it was in flight) does not revive it.

@@ -157,28 +157,26 @@ impl LockBackend for ZookeeperBackend {
     async fn try_acquire(&self, spec: &LockSpec) -> Result<Option<Lease>> {
         self.capabilities().check_spec(KIND, spec)?;
         let dir = crate::nodes::LockPaths::new(&self.cfg.root, &spec.name).dir;
-        let mut attempt = 0;
-        loop {
+        let attempt = || async {
             let session = self.session().await?;
             let r = match session.take_ticket(&dir) {
                 Some(ticket) => acquire::claim(&session, spec, ticket).await,
                 None => acquire::fresh(&session, spec).await,
             };
-            // A session that expired while nothing was held on it (this
-            // process was stopped or starved past the session timeout while
-            // waiting) costs an acquire nothing: the ensemble removed its
-            // nodes with it. Ask again once, on a new session, rather than
-            // report "the clock moved" as a coordinator failure.
-            if attempt == 0 {
-                if let Err(e) = &r {
-                    if session_ended(&session, e) {
-                        session.kill("the ZooKeeper session expired".into());
-                        attempt += 1;
-                        continue;
-                    }
-                }
+            Ok::<_, dlock_core::Error>((session, r))
+        };
+        let (session, r) = attempt().await?;
+        // A session that expired while nothing was held on it (this process
+        // was stopped or starved past the session timeout while waiting)
+        // costs an acquire nothing: the ensemble removed its nodes with it.
+        // Ask again once, on a new session, rather than report "the clock
+        // moved" as a coordinator failure.
+        match &r {
+            Err(e) if session_ended(&session, e) => {
+                session.kill("the ZooKeeper session expired".into());
+                attempt().await?.1
             }
-            return r;
+            _ => r,
         }
     }
 
