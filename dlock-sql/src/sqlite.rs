@@ -157,7 +157,21 @@ impl SqliteBackend {
                 .max_lifetime(None);
         }
         let pool = with_deadline("connect to sqlite", opts.connect_timeout, async {
-            pool_opts.connect_with(connect_opts).await.map_err(|e| {
+            let mut pause = Duration::from_millis(5);
+            loop {
+                match pool_opts.clone().connect_with(connect_opts.clone()).await {
+                    // Two processes opening a fresh file at once: switching
+                    // it to WAL takes a lock SQLite's busy handler does not
+                    // wait for, so one of them gets SQLITE_BUSY. The file is
+                    // fine; open again until connect_timeout.
+                    Err(e) if is_busy(&e) => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(100));
+                    }
+                    r => break r,
+                }
+            }
+            .map_err(|e| {
                 Error::connect(
                     KIND,
                     &path,
@@ -376,4 +390,13 @@ impl LockBackend for SqliteBackend {
             .await?;
         Ok(done.rows_affected() > 0)
     }
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), extended codes included: another
+/// connection holds a lock.
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<u32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
