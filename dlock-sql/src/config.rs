@@ -11,6 +11,16 @@ pub const DEFAULT_TABLE: &str = "dlock_locks";
 /// is a mistake (a unit typo), and is refused rather than silently shortened.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// The `acquire_timeout` given to every pool the adapters build: longer than
+/// any statement can take, so it never fires first.
+///
+/// Every statement, pool checkout included, runs inside
+/// [`dlock_core::with_deadline`] (`statement_timeout`), which tells a
+/// process that was stopped (SIGSTOP, a VM pause) from a coordinator that did
+/// not answer. sqlx's own acquire timer cannot: after a pause it fires at
+/// once and fails an operation whose connection was on its way.
+pub(crate) const POOL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// Options every SQL adapter understands (URL query parameters of the same names).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqlOptions {
@@ -20,8 +30,9 @@ pub struct SqlOptions {
     pub create_table: bool,
     /// Maximum pool connections (`pool_size=`).
     pub pool_size: u32,
-    /// Deadline for connecting (`connect_timeout=`, e.g. `5s`; at most
-    /// [`MAX_TIMEOUT`]).
+    /// Deadline for the first connection (`connect_timeout=`, e.g. `5s`; at
+    /// most [`MAX_TIMEOUT`]). A reconnect later happens inside a statement and
+    /// counts against `statement_timeout`.
     pub connect_timeout: Duration,
     /// Deadline for every statement (`statement_timeout=`, e.g. `5s`; at most
     /// [`MAX_TIMEOUT`]).

@@ -205,7 +205,7 @@ impl MysqlBackend {
         checked?;
         let pool = MySqlPoolOptions::new()
             .max_connections(opts.pool_size)
-            .acquire_timeout(opts.connect_timeout)
+            .acquire_timeout(config::POOL_ACQUIRE_TIMEOUT)
             .connect_lazy_with(connect_opts);
         let sql = Statements::new(&opts.table);
         Ok(MysqlBackend {
@@ -324,7 +324,7 @@ fn connect_error(target: &str, e: sqlx::Error) -> Error {
         }
         sqlx::Error::Io(_) => "network error: is the host reachable?",
         sqlx::Error::Tls(_) => "TLS failed: check ssl-mode= and the certificates",
-        sqlx::Error::PoolTimedOut => "no connection within connect_timeout",
+        sqlx::Error::PoolTimedOut => "no connection within the pool's acquire_timeout",
         _ => "",
     };
     let msg = redact(&e.to_string());

@@ -212,7 +212,7 @@ impl PostgresBackend {
         checked?;
         let pool = PgPoolOptions::new()
             .max_connections(opts.pool_size)
-            .acquire_timeout(opts.connect_timeout)
+            .acquire_timeout(config::POOL_ACQUIRE_TIMEOUT)
             .connect_lazy_with(connect_opts);
         Ok(Self::assemble(pool, opts, target, sql).transaction_pooling(tx_pooling))
     }
@@ -367,7 +367,7 @@ fn connect_error(target: &str, e: sqlx::Error) -> Error {
         }
         sqlx::Error::Io(_) => "network error: is the host reachable?",
         sqlx::Error::Tls(_) => "TLS failed: check sslmode= and the certificates",
-        sqlx::Error::PoolTimedOut => "no connection within connect_timeout",
+        sqlx::Error::PoolTimedOut => "no connection within the pool's acquire_timeout",
         _ => "",
     };
     let msg = redact(&e.to_string());
@@ -726,7 +726,7 @@ impl Notifier {
         let listen_pool = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)
-            .acquire_timeout(opts.connect_timeout)
+            .acquire_timeout(config::POOL_ACQUIRE_TIMEOUT)
             .max_lifetime(None)
             .idle_timeout(None)
             .connect_lazy_with((*pool.connect_options()).clone());

@@ -148,7 +148,7 @@ impl SqliteBackend {
         };
         let mut pool_opts = SqlitePoolOptions::new()
             .max_connections(pool_size)
-            .acquire_timeout(opts.connect_timeout);
+            .acquire_timeout(config::POOL_ACQUIRE_TIMEOUT);
         if memory {
             // The database lives as long as its one connection.
             pool_opts = pool_opts
