@@ -3,7 +3,7 @@
 use crate::child::{ChildProc, Role};
 use crate::proxy::{redirect, upstream, Proxy};
 use crate::{ConnectFn, Prepared};
-use dlock_core::{Capabilities, LockBackend, LockName, LockSpec, Locker};
+use dlock_core::{BootInstant, Capabilities, LockBackend, LockName, LockSpec, Locker};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,9 @@ pub struct Ctx {
     pub(crate) connect: ConnectFn,
     pub(crate) unreachable_url: Option<String>,
     pub(crate) case: &'static str,
+    /// What a timing bound allows beyond the backend's declared slack:
+    /// measured when the case starts ([`Ctx::measure_margin`]).
+    pub(crate) margin: Duration,
 }
 
 impl Ctx {
@@ -33,7 +36,47 @@ impl Ctx {
             connect: p.connect,
             unreachable_url: p.unreachable_url,
             case: "",
+            margin: MARGIN_FLOOR,
         }
+    }
+
+    /// Measures this machine's timing noise right now, and sets the margin
+    /// every bound in this case allows beyond the backend's declared slack:
+    /// [`MARGIN_FLOOR`] plus three times (the worst overshoot of a short
+    /// sleep + the worst round trip of a read at the coordinator), a few
+    /// samples each. Prints what it measured, so a failing bound can be
+    /// read against it.
+    pub(crate) async fn measure_margin(&mut self) -> Result<(), String> {
+        let mut overshoot = Duration::ZERO;
+        for _ in 0..10 {
+            let t = BootInstant::now();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            overshoot = overshoot.max(t.elapsed().saturating_sub(Duration::from_millis(1)));
+        }
+        let probe = self.fresh().await?;
+        let name = LockName::new(self.name("margin-probe")).map_err(|e| e.to_string())?;
+        let mut round_trip = Duration::ZERO;
+        for _ in 0..3 {
+            let t = BootInstant::now();
+            probe
+                .inspect(&name)
+                .await
+                .map_err(|e| format!("inspect, to measure a round trip: {e}"))?;
+            round_trip = round_trip.max(t.elapsed());
+        }
+        self.margin = MARGIN_FLOOR + (overshoot + round_trip) * 3;
+        eprintln!(
+            "timing margin {:?} = floor {MARGIN_FLOOR:?} + 3 × (sleep overshoot {overshoot:?} + \
+             round trip {round_trip:?})",
+            self.margin
+        );
+        Ok(())
+    }
+
+    /// What a timing bound allows beyond the backend's declared slack (see
+    /// [`Ctx::measure_margin`]).
+    pub fn margin(&self) -> Duration {
+        self.margin
     }
 
     pub(crate) fn for_case(mut self, case: &'static str) -> Self {
@@ -96,16 +139,16 @@ impl Ctx {
         self.caps.test_lease(floor)
     }
 
-    /// The longest an abandoned lease of `lease` may take to free up, plus
-    /// a generous margin for a loaded machine.
+    /// The longest an abandoned lease of `lease` may take to free up: the
+    /// lease, the backend's declared `expiry_slack`, and [`Ctx::margin`].
     pub fn expiry_bound(&self, lease: Duration) -> Duration {
-        lease + self.caps.expiry_slack + Duration::from_millis(1500)
+        lease + self.caps.expiry_slack + self.margin
     }
 
-    /// The longest a lock released early may stay taken: `at_least` plus the
-    /// declared `at_least_slack`, plus the same margin as [`Ctx::expiry_bound`].
+    /// The longest a lock released early may stay taken: `at_least`, the
+    /// declared `at_least_slack`, and [`Ctx::margin`].
     pub fn at_least_bound(&self, at_least: Duration) -> Duration {
-        at_least + self.caps.at_least_slack + Duration::from_millis(1500)
+        at_least + self.caps.at_least_slack + self.margin
     }
 
     /// A spec for `name` by `owner` with `at_most`.
@@ -123,6 +166,12 @@ impl Ctx {
         ChildProc::spawn(&self.url, spec, env)
     }
 }
+
+/// The part of every timing margin that is not measured: a poll step of the
+/// cases' `try_lock` loops (25 ms), and room for one scheduling hiccup on a
+/// loaded two-core machine. Small enough that a backend declaring 50 ms of
+/// slack and holding a second longer fails.
+pub const MARGIN_FLOOR: Duration = Duration::from_millis(200);
 
 /// Fails the case with a message unless `cond`.
 #[macro_export]

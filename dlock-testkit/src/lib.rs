@@ -211,9 +211,12 @@ pub(crate) struct Prepared {
 
 fn run_case(backend: &'static str, p: Prepared, case: Case) -> CaseResult {
     let rt = runtime()?;
-    let ctx = Ctx::new(backend, p).for_case(case.name);
+    let mut ctx = Ctx::new(backend, p).for_case(case.name);
     let limit = case_time_limit(&ctx);
     rt.block_on(async move {
+        tokio::time::timeout(Duration::from_secs(60), ctx.measure_margin())
+            .await
+            .map_err(|_| "measuring the timing margin took more than 60 s".to_string())??;
         match tokio::time::timeout(limit, (case.run)(ctx)).await {
             Ok(r) => r,
             Err(_) => Err(format!("case did not finish within {limit:?}")),

@@ -136,8 +136,8 @@ pub const MUTANTS: &[Mutant] = &[
         "5 at_least: counted from the release, not the acquisition",
     ),
     m(
-        "acquire_lease_tripled",
-        "5 at_most: the row holds 3 x at_most",
+        "acquire_lease_one_second_long",
+        "5 at_most: the row holds at_most + 1 s (slack declared: 20 ms)",
     ),
     m(
         "extend_uses_at_most",
@@ -368,8 +368,8 @@ impl MutantSqlite {
         if self.is("acquire_rounded_up_to_min") {
             at_most = at_most.max(caps.min_lease);
         }
-        if self.is("acquire_lease_tripled") {
-            at_most *= 3;
+        if self.is("acquire_lease_one_second_long") {
+            at_most += Duration::from_secs(1);
         }
         let lease_us = micros(at_most)?;
         let key = self.key(&spec.name);
