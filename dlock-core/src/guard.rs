@@ -218,6 +218,15 @@ impl LockGuard {
         self.shared.lease()
     }
 
+    /// The instant (on the local clock, which counts suspended time) at
+    /// which [`LockGuard::is_held`] turns false unless an extension lands
+    /// first: the lease's validity, or earlier when the backend can prove
+    /// less (a ZooKeeper session not heard from). It never lies beyond the
+    /// coordinator's own deadline for this lease.
+    pub fn valid_until(&self) -> BootInstant {
+        self.shared.validity.deadline()
+    }
+
     /// True while the lease can be proven valid by the local clock (which
     /// counts suspended time) and no loss has been detected. Turns false no
     /// later than the coordinator's expiry, and once false it stays false:

@@ -5,7 +5,7 @@ use crate::ctx::{Context, Ctx};
 use crate::history::{check_history, work, Hold};
 use crate::proxy::redirect;
 use crate::{ensure, CaseResult};
-use crate::{lease_length_cases, name_cases, validity_cases, waiting_cases};
+use crate::{lease_length_cases, name_cases, send_instant_cases, validity_cases, waiting_cases};
 use dlock_core::BootInstant;
 use dlock_core::{Capabilities, Error, Lease, LockBackend, LockGuard, Locker};
 use futures::future::BoxFuture;
@@ -159,7 +159,17 @@ pub fn cases() -> Vec<Case> {
         case(
             "validity_counts_from_the_send",
             none,
-            validity_cases::validity_counts_from_the_send,
+            send_instant_cases::validity_counts_from_the_send,
+        ),
+        case(
+            "extension_validity_counts_from_the_send",
+            none,
+            send_instant_cases::extension_validity_counts_from_the_send,
+        ),
+        case(
+            "keep_alive_validity_never_outlives_the_coordinator",
+            none,
+            send_instant_cases::keep_alive_validity_never_outlives_the_coordinator,
         ),
         case(
             "delayed_short_extend_never_outlives_the_guard",

@@ -28,6 +28,7 @@ mod history;
 mod lease_length_cases;
 mod name_cases;
 mod proxy;
+mod send_instant_cases;
 mod validity_cases;
 mod waiting_cases;
 

@@ -7,6 +7,9 @@
 //!   [`Proxy::resume`] (or never, after [`Proxy::cut`]). From the client's
 //!   side this is a request whose outcome is unknown: it times out, yet it
 //!   may have been applied.
+//! - [`Proxy::delay_answers`]: every byte of the coordinator's answers
+//!   reaches the client a fixed time after the coordinator sent it, so a
+//!   request applies well before its answer is read.
 //! - [`Proxy::stall_after_requests`]: the same stall, armed to start exactly
 //!   at the n-th HTTP/2 request to come (etcd speaks gRPC over HTTP/2), so a
 //!   test can let the first step of a multi-request operation through and
@@ -15,10 +18,12 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// No stall armed.
 const UNARMED: u64 = u64::MAX;
@@ -31,6 +36,8 @@ struct Shared {
     requests: AtomicU64,
     /// Stall before forwarding the request that makes `requests` reach this.
     stall_at: AtomicU64,
+    /// How long answers are held before delivery, in nanoseconds.
+    answer_delay_ns: AtomicU64,
 }
 
 impl Shared {
@@ -75,6 +82,7 @@ impl Proxy {
             stall_tx,
             requests: AtomicU64::new(0),
             stall_at: AtomicU64::new(UNARMED),
+            answer_delay_ns: AtomicU64::new(0),
         });
         let for_tasks = shared.clone();
         let acceptor = tokio::spawn(async move {
@@ -96,7 +104,7 @@ impl Proxy {
                     let (down_r, down_w) = down.into_split();
                     let (up_r, up_w) = up.into_split();
                     let requests = forward_requests(down_r, up_w, &shared);
-                    let answers = forward_answers(up_r, down_w, shared.stall_tx.subscribe());
+                    let answers = forward_answers(up_r, down_w, &shared);
                     tokio::select! {
                         _ = async { tokio::try_join!(requests, answers) } => {}
                         _ = cut.wait_for(|c| *c) => {}
@@ -165,6 +173,15 @@ impl Proxy {
         self.shared.stall_tx.send_replace(false);
     }
 
+    /// From now on, delivers every byte of the coordinator's answers `delay`
+    /// after the proxy read it (on every connection, current and new;
+    /// `Duration::ZERO` turns it off). Requests are not delayed: a request
+    /// applies at the coordinator `delay` before the client reads its answer.
+    pub fn delay_answers(&self, delay: Duration) {
+        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.shared.answer_delay_ns.store(ns, Ordering::SeqCst);
+    }
+
     /// True while answers are held back.
     pub fn is_stalled(&self) -> bool {
         *self.shared.stall_tx.borrow()
@@ -203,27 +220,44 @@ async fn forward_requests(
     }
 }
 
-/// Coordinator → client: held while stalled. Bytes read while a stall
-/// starts wait in the buffer, so no answer slips through.
+/// Coordinator → client: held while stalled, and each chunk delivered
+/// [`Proxy::delay_answers`] after it was read. Bytes read while a stall
+/// starts wait in the buffer, so no answer slips through. Reading and
+/// delivering are separate, so a delay is added once, not once per chunk.
 async fn forward_answers(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
-    mut stalled: watch::Receiver<bool>,
+    shared: &Shared,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        if stalled.wait_for(|s| !*s).await.is_err() {
-            return Ok(());
+    let mut stalled = shared.stall_tx.subscribe();
+    let (chunks, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let reading = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            if stalled.wait_for(|s| !*s).await.is_err() {
+                return Ok(());
+            }
+            let n = from.read(&mut buf).await?;
+            if stalled.wait_for(|s| !*s).await.is_err() || n == 0 {
+                return Ok(());
+            }
+            let delay = Duration::from_nanos(shared.answer_delay_ns.load(Ordering::SeqCst));
+            if chunks
+                .send((Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+            {
+                return Ok(());
+            }
         }
-        let n = from.read(&mut buf).await?;
-        if stalled.wait_for(|s| !*s).await.is_err() {
-            return Ok(());
+    };
+    let delivering = async {
+        while let Some((at, bytes)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            to.write_all(&bytes).await?;
         }
-        if n == 0 {
-            return to.shutdown().await;
-        }
-        to.write_all(&buf[..n]).await?;
-    }
+        to.shutdown().await
+    };
+    tokio::try_join!(reading, delivering).map(|_| ())
 }
 
 /// The HTTP/2 connection preface every client sends first.

@@ -1,7 +1,7 @@
 //! Cases for a guard's validity: `is_held() == false` is final, and the
 //! loss signal is never late, whoever else is (or is not) running.
 
-use crate::cases::{is_lost, just_under, ms, round_up, take_when_free, take_without_keep_alive};
+use crate::cases::{is_lost, just_under, ms, round_up, take_without_keep_alive};
 use crate::child::{After, Role};
 use crate::ctx::{Context, Ctx};
 use crate::delayed_extend::{DelayedFirstExtend, Fault};
@@ -291,59 +291,4 @@ pub(crate) async fn keep_alive_keeps_a_manual_shortening(ctx: Ctx) -> CaseResult
     );
     ensure!(g.is_held(), "the guard lost its lease");
     g.release().await.ctx("release")
-}
-
-/// Local validity counts from *before the request was sent*: an answer
-/// that the client reads 300 ms after the coordinator granted the lock (the
-/// client busy, its runtime starved) must not lengthen the lease's local
-/// validity. The acquisition is polled only until the coordinator shows the
-/// grant (`inspect` on another connection), then left unread for 300 ms;
-/// when another owner takes the lock after it expired, the lease must
-/// already count itself invalid.
-pub(crate) async fn validity_counts_from_the_send(ctx: Ctx) -> CaseResult {
-    use std::task::Poll;
-    let backend = ctx.fresh().await?;
-    let watcher = ctx.fresh().await?;
-    let b = ctx.locker("owner-b").await?;
-    let name = ctx.name("x");
-    let lease = ctx.lease();
-    let spec = ctx.spec(&name, "owner-a", lease);
-    let t0 = BootInstant::now();
-    let mut fut = backend.try_acquire(&spec);
-    let mut held_back = false;
-    let answer = loop {
-        if let Poll::Ready(r) = futures::poll!(&mut fut) {
-            break r;
-        }
-        // Between polls, watch the coordinator for a while: the request may
-        // be executing there right now (an embedded database runs it on a
-        // thread of its own), or may wait for the next poll to be sent.
-        let watch_until = BootInstant::now() + Duration::from_millis(50);
-        while !held_back && !watch_until.has_passed() {
-            let seen = watcher
-                .inspect(&spec.name)
-                .await
-                .ctx("inspect while the acquisition is in flight")?;
-            if seen.is_some_and(|i| i.owner == "owner-a") {
-                // Granted at the coordinator; the client reads the answer late.
-                held_back = true;
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
-        ensure!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the acquisition did not answer within 30 s"
-        );
-    };
-    let granted = answer.ctx("acquire")?.ok_or("free lock not taken")?;
-    let (g2, _) = take_when_free(&b, &name, lease * 5, t0, ctx.expiry_bound(lease)).await?;
-    let now = BootInstant::now();
-    ensure!(
-        now >= granted.valid_until,
-        "another owner took the lock while the first lease still counted itself valid for \
-         {:?} (its answer was read 300 ms after the grant: held back {held_back}); local \
-         validity must count from the send",
-        granted.valid_until.saturating_duration_since(now)
-    );
-    g2.release().await.ctx("release")
 }

@@ -68,8 +68,12 @@ pub const MUTANTS: &[Mutant] = &[
         )
     },
     m(
-        "validity_from_response",
-        "2 local validity counted from the answer, not the send",
+        "acquire_validity_from_response",
+        "2 local validity of a grant counted from the answer, not the send",
+    ),
+    m(
+        "extend_validity_from_response",
+        "2 local validity of an extension (and so of keep-alive) counted from the answer",
     ),
     Mutant {
         equivalent: Some(
@@ -420,7 +424,7 @@ impl MutantSqlite {
                     .map_err(|_| Error::backend_msg(KIND, "acquire", "negative token"))?
             }
         };
-        if self.is("validity_from_response") {
+        if self.is("acquire_validity_from_response") {
             sent = BootInstant::now();
         }
         let mut lease = Lease::granted(spec, id, FencingToken(token), sent, String::new());
@@ -596,7 +600,7 @@ impl LockBackend for MutantSqlite {
                 ));
             }
         }
-        if self.is("validity_from_response") {
+        if self.is("extend_validity_from_response") {
             sent = BootInstant::now();
         }
         let mut new = lease.extended(lock_for, sent);
