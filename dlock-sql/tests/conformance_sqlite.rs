@@ -2,6 +2,9 @@
 //! its cases and child processes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[path = "common/drop_table.rs"]
+mod drop_table;
+
 use std::sync::Arc;
 
 fn main() -> std::process::ExitCode {
@@ -16,6 +19,7 @@ fn main() -> std::process::ExitCode {
         // A file and a table per run: runs (and nextest's one-process-per-case) never meet.
         .namespace(|url: &str, ns: &str| format!("{url}{ns}.db?table=dlock_{ns}"))
         .unreachable_url(format!("sqlite://{dir}/no-such-directory/x.db"))
+        .break_coordinator(drop_table::drop_table)
         .connect(|url: String| async move {
             Ok(Arc::new(dlock_sql::SqliteBackend::connect(&url).await?)
                 as Arc<dyn dlock_core::LockBackend>)

@@ -4,8 +4,11 @@ use crate::child::{After, Role};
 use crate::ctx::{Context, Ctx};
 use crate::history::{check_history, work, Hold};
 use crate::proxy::redirect;
+use crate::{
+    broken_coordinator_cases, lease_length_cases, name_cases, send_instant_cases, validity_cases,
+    waiting_cases,
+};
 use crate::{ensure, CaseResult};
-use crate::{lease_length_cases, name_cases, send_instant_cases, validity_cases, waiting_cases};
 use dlock_core::BootInstant;
 use dlock_core::{Capabilities, Error, Lease, LockBackend, LockGuard, Locker};
 use futures::future::BoxFuture;
@@ -196,6 +199,11 @@ pub fn cases() -> Vec<Case> {
                 ..none
             },
             lost_fires_when_coordinator_gone,
+        ),
+        case(
+            "every_operation_errs_after_the_coordinator_breaks",
+            none,
+            broken_coordinator_cases::every_operation_errs_after_the_coordinator_breaks,
         ),
         case(
             "unreachable_coordinator_is_err_fast",

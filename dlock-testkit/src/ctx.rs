@@ -2,7 +2,7 @@
 
 use crate::child::{ChildProc, Role};
 use crate::proxy::{redirect, upstream, Proxy};
-use crate::{ConnectFn, Prepared};
+use crate::{BreakFn, ConnectFn, NamespaceFn, Prepared};
 use dlock_core::{BootInstant, Capabilities, LockBackend, LockName, LockSpec, Locker};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,8 @@ pub struct Ctx {
     pub caps: Capabilities,
     pub(crate) connect: ConnectFn,
     pub(crate) unreachable_url: Option<String>,
+    pub(crate) namespace: Option<NamespaceFn>,
+    pub(crate) break_coordinator: Option<BreakFn>,
     pub(crate) case: &'static str,
     /// What a timing bound allows beyond the backend's declared slack:
     /// measured when the case starts ([`Ctx::measure_margin`]).
@@ -35,6 +37,8 @@ impl Ctx {
             caps: p.caps,
             connect: p.connect,
             unreachable_url: p.unreachable_url,
+            namespace: p.namespace,
+            break_coordinator: p.break_coordinator,
             case: "",
             margin: MARGIN_FLOOR,
         }
@@ -104,13 +108,28 @@ impl Ctx {
             .map_err(|e| e.to_string())
     }
 
-    /// A locker with `owner` on a new connection through a loopback
-    /// [`Proxy`] of the coordinator, which the case can cut or stall.
-    pub async fn locker_through_proxy(&self, owner: &str) -> Result<(Proxy, Locker), String> {
+    /// A new connection through a loopback [`Proxy`] of the coordinator,
+    /// which the case can cut, stall or slow down.
+    pub async fn backend_through_proxy(&self) -> Result<(Proxy, Arc<dyn LockBackend>), String> {
         let up = upstream(&self.url).ok_or("the URL has no single host:port for the proxy")?;
         let proxy = Proxy::start(up).await?;
         let via = redirect(&self.url, proxy.addr()).ok_or("cannot point the URL at the proxy")?;
         let b = self.connect_url(&via).await?;
+        Ok((proxy, b))
+    }
+
+    /// The URL of a namespace nobody else uses, when the suite has
+    /// [`crate::Suite::namespace`].
+    pub fn own_namespace_url(&self) -> Option<String> {
+        self.namespace
+            .as_ref()
+            .map(|f| f(&self.base_url, &crate::namespace_id()))
+    }
+
+    /// A locker with `owner` on a new connection through a loopback
+    /// [`Proxy`] of the coordinator, which the case can cut or stall.
+    pub async fn locker_through_proxy(&self, owner: &str) -> Result<(Proxy, Locker), String> {
+        let (proxy, b) = self.backend_through_proxy().await?;
         let l = Locker::from_arc(b)
             .with_owner(owner)
             .map_err(|e| e.to_string())?;

@@ -20,6 +20,7 @@
 
 pub mod bad_input;
 pub mod bench;
+mod broken_coordinator_cases;
 mod cases;
 mod child;
 mod ctx;
@@ -55,6 +56,11 @@ pub type NamespaceFn = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
 /// What a case returns: `Err(message)` fails it.
 pub type CaseResult = std::result::Result<(), String>;
 
+/// Breaks the coordinator behind a (namespaced) URL: see
+/// [`Suite::break_coordinator`].
+pub type BreakFn =
+    Arc<dyn Fn(String) -> BoxFuture<'static, std::result::Result<(), String>> + Send + Sync>;
+
 /// The conformance suite for one backend.
 #[derive(Clone)]
 pub struct Suite {
@@ -63,6 +69,7 @@ pub struct Suite {
     namespace: Option<NamespaceFn>,
     connect: Option<ConnectFn>,
     unreachable_url: Option<String>,
+    break_coordinator: Option<BreakFn>,
 }
 
 impl Suite {
@@ -76,6 +83,7 @@ impl Suite {
             namespace: None,
             connect: None,
             unreachable_url: None,
+            break_coordinator: None,
         }
     }
 
@@ -113,6 +121,21 @@ impl Suite {
         Fut: Future<Output = Result<Arc<dyn LockBackend>>> + Send + 'static,
     {
         self.connect = Some(Arc::new(move |u| Box::pin(f(u))));
+        self
+    }
+
+    /// How to break the coordinator after a backend connected to it, for
+    /// `every_operation_errs_after_the_coordinator_breaks`: `f` gets a URL
+    /// with a namespace of its own (so it needs [`Suite::namespace`]) and
+    /// must leave the coordinator there unable to serve any lock operation
+    /// — drop the lock table, revoke the credentials. Networked backends are
+    /// also broken by cutting a proxy; an embedded backend has only this.
+    pub fn break_coordinator<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), String>> + Send + 'static,
+    {
+        self.break_coordinator = Some(Arc::new(move |u| Box::pin(f(u))));
         self
     }
 
@@ -197,6 +220,8 @@ impl Suite {
             connect,
             caps,
             unreachable_url: self.unreachable_url.clone(),
+            namespace: self.namespace.clone(),
+            break_coordinator: self.break_coordinator.clone(),
         })
     }
 }
@@ -208,6 +233,8 @@ pub(crate) struct Prepared {
     pub connect: ConnectFn,
     pub caps: dlock_core::Capabilities,
     pub unreachable_url: Option<String>,
+    pub namespace: Option<NamespaceFn>,
+    pub break_coordinator: Option<BreakFn>,
 }
 
 fn run_case(backend: &'static str, p: Prepared, case: Case) -> CaseResult {

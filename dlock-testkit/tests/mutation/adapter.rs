@@ -161,6 +161,26 @@ pub const MUTANTS: &[Mutant] = &[
         "lazy_connect_errors_as_none",
         "6 errors: lazy connect, statement errors answered Ok(None)",
     ),
+    m(
+        "extend_errors_as_ok",
+        "6 errors: a failed extend statement answered as a granted extension",
+    ),
+    m(
+        "release_errors_as_ok",
+        "6 errors: a failed release statement answered Ok",
+    ),
+    m(
+        "inspect_errors_as_none",
+        "6 errors: a failed inspect answered Ok(None) (\"nobody holds it\")",
+    ),
+    m(
+        "list_errors_as_empty",
+        "6 errors: a failed list answered an empty list",
+    ),
+    m(
+        "force_release_errors_as_false",
+        "6 errors: a failed force_release answered Ok(false)",
+    ),
     m("wait_never_wakes", "6 wait_for_release sleeps max_wait"),
     m("wait_wakes_late", "6 wait_for_release sleeps 3 s"),
     // 7. Keep-alive and loss.
@@ -592,7 +612,10 @@ impl LockBackend for MutantSqlite {
             if self.is("client_clock") {
                 q = q.bind(Self::client_now());
             }
-            let done = self.timed("extend", q.execute(&self.pool)).await?;
+            let done = match self.timed("extend", q.execute(&self.pool)).await {
+                Err(_) if self.is("extend_errors_as_ok") => return Ok(lease.extended(length, sent)),
+                r => r?,
+            };
             if done.rows_affected() == 0 && !self.is("extend_ignores_rows") {
                 return Err(Error::lost(
                     &lease.name,
@@ -651,7 +674,10 @@ impl LockBackend for MutantSqlite {
         if self.is("client_clock") {
             q = q.bind(Self::client_now());
         }
-        let done = self.timed("release", q.execute(&self.pool)).await?;
+        let done = match self.timed("release", q.execute(&self.pool)).await {
+            Err(_) if self.is("release_errors_as_ok") => return Ok(()),
+            r => r?,
+        };
         if done.rows_affected() == 0 && !self.is("release_ignores_rows") {
             return Err(Error::lost(
                 &lease.name,
@@ -681,7 +707,10 @@ impl LockBackend for MutantSqlite {
         if self.is("client_clock") {
             q = q.bind(Self::client_now());
         }
-        let row = self.timed("inspect", q.fetch_optional(&self.pool)).await?;
+        let row = match self.timed("inspect", q.fetch_optional(&self.pool)).await {
+            Err(_) if self.is("inspect_errors_as_none") => return Ok(None),
+            r => r?,
+        };
         row.map(|r| info(&r, name.clone())).transpose()
     }
 
@@ -705,7 +734,10 @@ impl LockBackend for MutantSqlite {
         if self.is("client_clock") {
             q = q.bind(Self::client_now());
         }
-        let rows = self.timed("list", q.fetch_all(&self.pool)).await?;
+        let rows = match self.timed("list", q.fetch_all(&self.pool)).await {
+            Err(_) if self.is("list_errors_as_empty") => return Ok(Vec::new()),
+            r => r?,
+        };
         rows.iter()
             .map(|r| {
                 let name: String = r.try_get(5).map_err(|e| Error::backend(KIND, "list", e))?;
@@ -730,7 +762,10 @@ impl LockBackend for MutantSqlite {
         if self.is("client_clock") {
             q = q.bind(Self::client_now());
         }
-        let done = self.timed("force release", q.execute(&self.pool)).await?;
+        let done = match self.timed("force release", q.execute(&self.pool)).await {
+            Err(_) if self.is("force_release_errors_as_false") => return Ok(false),
+            r => r?,
+        };
         Ok(done.rows_affected() > 0)
     }
 

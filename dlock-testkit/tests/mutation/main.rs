@@ -79,11 +79,31 @@ fn run_suite() -> ExitCode {
         .url(format!("sqlite://{dir}/"))
         .namespace(|url: &str, ns: &str| format!("{url}{ns}.db?table=dlock_{ns}"))
         .unreachable_url(format!("sqlite://{dir}/no-such-directory/x.db"))
+        .break_coordinator(drop_table)
         .connect(|url: String| async move {
             Ok(Arc::new(adapter::MutantSqlite::connect(&url).await?)
                 as Arc<dyn dlock_core::LockBackend>)
         })
         .run()
+}
+
+/// `Suite::break_coordinator`: drops the run's lock table (`table=` in the
+/// namespaced URL) under the connected adapter.
+async fn drop_table(url: String) -> Result<(), String> {
+    use sqlx::Connection;
+    let (file, query) = url.split_once('?').ok_or("no table= in the URL")?;
+    let table = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("table="))
+        .ok_or("no table= in the URL")?;
+    let mut c = sqlx::SqliteConnection::connect(file)
+        .await
+        .map_err(|e| format!("open {file}: {e}"))?;
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(&mut c)
+        .await
+        .map_err(|e| format!("drop {table}: {e}"))?;
+    Ok(())
 }
 
 /// What one suite run showed.
