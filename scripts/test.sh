@@ -49,5 +49,5 @@ cargo test --workspace --all-features --doc
 # SQLite; the README's first command, scheduled_nodes, last.
 for ex in daily_email message_processor file_import migration singleton_worker scheduled_nodes; do
     echo "== example $ex"
-    cargo run -q -p dlock --example "$ex"
+    cargo run -q -p dlock-rs --example "$ex"
 done

@@ -1,4 +1,5 @@
-#![doc = include_str!("../../README.md")]
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use dlock_core::*;
 
@@ -19,16 +20,23 @@ pub mod schedule;
 
 /// The SQL adapters (SQLite, PostgreSQL, MySQL/MariaDB).
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
+)]
 pub use dlock_sql as sql;
 
 /// The etcd adapter.
 #[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use dlock_etcd as etcd;
 
 /// The ZooKeeper adapter.
 #[cfg(feature = "zookeeper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "zookeeper")))]
 pub use dlock_zookeeper as zookeeper;
 
 /// The Consul adapter.
 #[cfg(feature = "consul")]
+#[cfg_attr(docsrs, doc(cfg(feature = "consul")))]
 pub use dlock_consul as consul;
