@@ -76,7 +76,7 @@ impl Add<Duration> for BootInstant {
 const MAX_TIMER_STEP: Duration = Duration::from_millis(500);
 
 /// Sleeps until `deadline` by [`BootInstant`]; after a suspend it wakes no
-/// later than [`MAX_TIMER_STEP`] past the deadline.
+/// later than 500 ms (its longest single timer step) past the deadline.
 pub async fn sleep_until(deadline: BootInstant) {
     loop {
         let left = deadline.remaining();

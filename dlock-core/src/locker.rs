@@ -175,7 +175,7 @@ impl Locker {
     /// keeping the lease alive while it runs and releasing it afterwards.
     ///
     /// `Ok(Some(value))` when it ran, `Ok(None)` when skipped. If the lease
-    /// was lost while `f` ran, the answer is [`Error::LockLost`], so the
+    /// was lost while `f` ran, the answer is [`Error::LockLost`](crate::Error::LockLost), so the
     /// caller learns the work was not protected throughout.
     pub async fn run_exclusive<T, F, Fut>(
         &self,

@@ -6,22 +6,27 @@
 //!
 //! Features: `sqlite` (default), `postgres`, `mysql`.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 pub use config::{SqlOptions, MAX_TIMEOUT};
 
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteBackend;
 
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PostgresBackend;
 
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub use mysql::MysqlBackend;
 
 use dlock_core::{Error, LockBackend, Result};

@@ -24,7 +24,7 @@ pub struct Ctx {
     pub(crate) break_coordinator: Option<BreakFn>,
     pub(crate) case: &'static str,
     /// What a timing bound allows beyond the backend's declared slack:
-    /// measured when the case starts ([`Ctx::measure_margin`]).
+    /// measured when the case starts.
     pub(crate) margin: Duration,
 }
 
@@ -77,8 +77,9 @@ impl Ctx {
         Ok(())
     }
 
-    /// What a timing bound allows beyond the backend's declared slack (see
-    /// [`Ctx::measure_margin`]).
+    /// What a timing bound allows beyond the backend's declared slack:
+    /// [`MARGIN_FLOOR`] plus three times the worst sleep overshoot and
+    /// coordinator round trip measured when the case started.
     pub fn margin(&self) -> Duration {
         self.margin
     }

@@ -35,7 +35,7 @@ mod waiting_cases;
 
 pub use cases::{cases, Case, Needs};
 pub use child::{After, ChildProc, Role};
-pub use ctx::{Context, Ctx};
+pub use ctx::{Context, Ctx, MARGIN_FLOOR};
 pub use history::{check_history, Hold};
 pub use proxy::Proxy;
 
