@@ -6,7 +6,7 @@
 # Idempotent: each package is checked with `dpkg -s` first, so on a machine
 # that already has everything this takes about a second and touches nothing.
 # Meant for Debian 12 (bookworm) as root, without systemd or Docker
-# (see /work/shared/backends.md for the facts behind each step):
+# (each step says why it is there):
 #
 #   postgresql (15)                  PostgreSQL coordinator
 #   mariadb-server mariadb-client    MySQL-protocol coordinator (10.11)

@@ -3,7 +3,7 @@
 //! on the guard read the same state, so they can never tell the user two
 //! different things.
 //!
-//! Rules (design brief, "Rules that keep the contract true"):
+//! Rules:
 //! - the deadline is the minimum of every bound: the lease's own local
 //!   validity and, where the backend has one, its [`ValidityBound`];
 //! - nothing has to run for the deadline to take effect: whoever looks

@@ -26,7 +26,7 @@ pub const ENV: &str = "DLOCK_MUTANT";
 pub struct Mutant {
     /// Its `DLOCK_MUTANT` value.
     pub name: &'static str,
-    /// The contract clause (design.md) or `LockBackend` doc row it breaks.
+    /// The contract clause (README, "The contract") or `LockBackend` doc row it breaks.
     pub breaks: &'static str,
     /// `Some(why)` when it cannot break the contract on SQLite.
     pub equivalent: Option<&'static str>,
