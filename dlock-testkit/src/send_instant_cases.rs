@@ -109,26 +109,13 @@ pub(crate) async fn validity_counts_from_the_send(ctx: Ctx) -> CaseResult {
         })
         .await?;
     let granted = answer.ctx("acquire")?.ok_or("free lock not taken")?;
-    if let Some(seen) = seen {
-        ensure!(
-            granted.valid_until <= seen + lease,
-            "the grant, seen applied at the coordinator and read {HOLD_BACK:?} later, counts \
-             itself valid {:?} beyond that sighting plus its lease: local validity must count \
-             from the send",
-            granted.valid_until.saturating_duration_since(seen + lease)
-        );
-    }
-    let (g2, _) = take_when_free(&b, &name, lease * 5, t0, ctx.expiry_bound(lease)).await?;
-    let now = BootInstant::now();
-    ensure!(
-        now >= granted.valid_until,
-        "another owner took the lock while the first lease still counted itself valid for \
-         {:?} (its answer was read {HOLD_BACK:?} after the grant, seen: {}); local validity \
-         must count from the send",
-        granted.valid_until.saturating_duration_since(now),
-        seen.is_some()
-    );
-    g2.release().await.ctx("release")
+    let late = ReadLate {
+        what: "the grant",
+        valid_until: granted.valid_until,
+        seen,
+        length: lease,
+    };
+    late.holds(&ctx, &b, &name, t0).await
 }
 
 /// The same for an extension: its answer is read 300 ms after it applied
@@ -167,28 +154,57 @@ pub(crate) async fn extension_validity_counts_from_the_send(ctx: Ctx) -> CaseRes
     )
     .await?;
     let extended = answer.ctx("extend")?;
-    if let Some(seen) = seen {
+    let late = ReadLate {
+        what: "the extension",
+        valid_until: extended.valid_until,
+        seen,
+        length: lock_for,
+    };
+    late.holds(&ctx, &b, &name, t_sent).await
+}
+
+/// A validity whose answer was read [`HOLD_BACK`] after its request applied.
+struct ReadLate {
+    /// What granted it, for the messages.
+    what: &'static str,
+    /// The validity the answer gave.
+    valid_until: BootInstant,
+    /// When the watcher first saw the request applied, if it could.
+    seen: Option<BootInstant>,
+    /// The lease length requested.
+    length: Duration,
+}
+
+impl ReadLate {
+    /// Checks it against the sighting (the lease applied no later), then
+    /// polls with `b` from `since` until the lock is free: by then the
+    /// validity must have ended.
+    async fn holds(&self, ctx: &Ctx, b: &Locker, name: &str, since: BootInstant) -> CaseResult {
+        let what = self.what;
+        if let Some(seen) = self.seen {
+            let bound = seen + self.length;
+            ensure!(
+                self.valid_until <= bound,
+                "{what}, seen applied at the coordinator and read {HOLD_BACK:?} later, counts \
+                 itself valid {:?} beyond that sighting plus {:?}: local validity must count \
+                 from the send",
+                self.valid_until.saturating_duration_since(bound),
+                self.length
+            );
+        }
+        let limit = ctx.expiry_bound(self.length);
+        let (g2, _) = take_when_free(b, name, ctx.lease() * 5, since, limit).await?;
+        let now = BootInstant::now();
         ensure!(
-            extended.valid_until <= seen + lock_for,
-            "the extension, seen applied at the coordinator and read {HOLD_BACK:?} later, \
-             counts itself valid {:?} beyond that sighting plus {lock_for:?}: local validity \
-             must count from the send",
-            extended
-                .valid_until
-                .saturating_duration_since(seen + lock_for)
+            now >= self.valid_until,
+            "another owner took the lock while {what} still counted itself valid for {:?} (its \
+             answer was read {HOLD_BACK:?} after it applied, seen: {}); local validity must \
+             count from the send",
+            self.valid_until.saturating_duration_since(now),
+            self.seen.is_some()
         );
+        g2.release().await.ctx("release")
     }
-    let (g2, _) = take_when_free(&b, &name, lease * 5, t_sent, ctx.expiry_bound(lock_for)).await?;
-    let now = BootInstant::now();
-    ensure!(
-        now >= extended.valid_until,
-        "another owner took the lock while the extended lease still counted itself valid for \
-         {:?} (its answer was read {HOLD_BACK:?} after it applied, seen: {}); local validity \
-         must count from the send",
-        extended.valid_until.saturating_duration_since(now),
-        seen.is_some()
-    );
-    g2.release().await.ctx("release")
 }
 
 /// A guard kept alive, on a networked backend through a proxy that delivers
