@@ -157,6 +157,7 @@ impl GuardShared {
 
 /// A held lock. Keeps itself alive (when asked to), signals loss, and is
 /// released by [`LockGuard::release`] or, best effort, on drop.
+#[must_use = "dropping the guard releases the lock at once (in the background)"]
 pub struct LockGuard {
     shared: Arc<GuardShared>,
     watchdog: Option<JoinHandle<()>>,

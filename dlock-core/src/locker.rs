@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 /// How to take a lock: lease bounds, waiting and keep-alive.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "options do nothing until passed to a locker"]
 pub struct LockOptions {
     /// `lock_at_most_for`: the lease length.
     pub lock_for: Duration,

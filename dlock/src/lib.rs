@@ -14,8 +14,12 @@ pub use try_lock::{current_lock, default_locker, set_default_locker};
 /// Runs an `async fn` only when a distributed lock could be taken; see
 /// [`dlock_macros::try_lock`] for the arguments. The return type `T` becomes
 /// `dlock::Result<Option<T>>` (`Ok(None)`: another owner held the lock).
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub use dlock_macros::try_lock;
 
+#[cfg(feature = "schedule")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub mod schedule;
 
 /// The SQL adapters (SQLite, PostgreSQL, MySQL/MariaDB).

@@ -55,6 +55,7 @@ type JobFn = Arc<dyn Fn(JobContext) -> BoxFuture<'static, Result<(), String>> + 
 /// # Ok(job) }
 /// ```
 #[derive(Clone)]
+#[must_use = "a job does nothing until added to a scheduler"]
 pub struct Job {
     name: String,
     schedule: Schedule,
