@@ -516,7 +516,7 @@ fn lock_errors_usage_errors_and_missing_commands() {
         None,
     );
     assert_eq!(c, Some(LOCK_ERROR), "{e}");
-    assert!(e.contains("lock_at_least_for"), "{e}");
+    assert!(e.contains("at_least"), "{e}");
     let (c, e) = code(
         &["run", "--name", "", "--lock-for", "5s", "--", "true"],
         None,

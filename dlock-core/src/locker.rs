@@ -17,19 +17,22 @@ pub struct LockOptions {
     pub lock_for: Duration,
     /// `lock_at_least_for`: the minimum hold, even across an early release.
     pub at_least: Duration,
-    /// How long `lock` waits for a held lock (zero: answer at once).
-    pub wait: Duration,
+    /// How long to wait for a held lock. `None` (the default):
+    /// [`Acquire::lock`] waits until it gets the lock, while
+    /// [`Locker::run_exclusive`] and scheduled jobs do not wait (they skip
+    /// when another owner holds it). `Some(Duration::ZERO)`: answer at once.
+    pub wait: Option<Duration>,
     /// Extend the lease every third of its length while the guard lives.
     pub keep_alive: bool,
 }
 
 impl LockOptions {
-    /// A lease of `lock_for`, no `at_least`, no waiting, keep-alive on.
+    /// A lease of `lock_for`, no `at_least`, no wait set, keep-alive on.
     pub fn new(lock_for: Duration) -> Self {
         LockOptions {
             lock_for,
             at_least: Duration::ZERO,
-            wait: Duration::ZERO,
+            wait: None,
             keep_alive: true,
         }
     }
@@ -42,7 +45,7 @@ impl LockOptions {
 
     /// Sets how long to wait for a held lock.
     pub fn wait(mut self, wait: Duration) -> Self {
-        self.wait = wait;
+        self.wait = Some(wait);
         self
     }
 
@@ -157,23 +160,9 @@ impl Locker {
         self.acquire(name).lock_for(lock_for).try_lock().await
     }
 
-    /// Takes `name`, waiting up to `wait` for a holder to let go; `Ok(None)`
-    /// when the wait ran out.
-    pub async fn lock(
-        &self,
-        name: impl Into<String>,
-        lock_for: Duration,
-        wait: Duration,
-    ) -> Result<Option<LockGuard>> {
-        self.acquire(name)
-            .lock_for(lock_for)
-            .wait(wait)
-            .lock()
-            .await
-    }
-
-    /// Runs `f` only if `name` could be taken (waiting up to `opts.wait`),
-    /// keeping the lease alive while it runs and releasing it afterwards.
+    /// Runs `f` only if `name` could be taken (waiting up to `opts.wait`;
+    /// without a wait set, not at all), keeping the lease alive while it
+    /// runs and releasing it afterwards.
     ///
     /// `Ok(Some(value))` when it ran, `Ok(None)` when skipped. If the lease
     /// was lost while `f` ran, the answer is [`Error::LockLost`](crate::Error::LockLost), so the
@@ -188,7 +177,12 @@ impl Locker {
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let Some(guard) = self.acquire(name).options(opts).lock().await? else {
+        let acquire = self.acquire(name).options(opts.clone());
+        let taken = match opts.wait {
+            Some(_) => acquire.lock().await?,
+            None => acquire.try_lock().await?,
+        };
+        let Some(guard) = taken else {
             return Ok(None);
         };
         let ctx = LockContext {
@@ -245,9 +239,9 @@ impl Acquire<'_> {
         self
     }
 
-    /// Sets how long `lock()` waits.
+    /// Bounds how long `lock()` waits (`Ok(None)` when it runs out).
     pub fn wait(mut self, d: Duration) -> Self {
-        self.opts.wait = d;
+        self.opts.wait = Some(d);
         self
     }
 
@@ -265,12 +259,14 @@ impl Acquire<'_> {
 
     /// Answers at once: a guard, or `Ok(None)` when held by someone else.
     pub async fn try_lock(mut self) -> Result<Option<LockGuard>> {
-        self.opts.wait = Duration::ZERO;
+        self.opts.wait = Some(Duration::ZERO);
         self.lock().await
     }
 
-    /// Waits up to the configured `wait`, woken by the coordinator where it
-    /// can notify, else by jittered polling. `Ok(None)` when the wait ran out.
+    /// Waits for the lock, like tokio's `Mutex::lock`: until it is taken,
+    /// or up to the wait set with [`Acquire::wait`] (or the options'), then
+    /// `Ok(None)`. Woken by the coordinator where it can notify, else by
+    /// jittered polling.
     pub async fn lock(self) -> Result<Option<LockGuard>> {
         let backend = self.locker.backend.clone();
         let kind = backend.kind();
@@ -284,8 +280,9 @@ impl Acquire<'_> {
             ));
         }
         let started = Instant::now();
-        // `None`: wait without a deadline (a wait too long to represent).
-        let deadline = started.checked_add(self.opts.wait);
+        // `None`: wait without a deadline (none set, or one too long to
+        // represent).
+        let deadline = self.opts.wait.and_then(|w| started.checked_add(w));
         let span = tracing::debug_span!("dlock.acquire", backend = kind, lock = %spec.name, owner = %spec.owner);
         let outcome = async {
             loop {
@@ -366,7 +363,11 @@ mod tests {
         let locker = Locker::new(AlwaysHeld);
         let r = tokio::time::timeout(
             Duration::from_millis(200),
-            locker.lock("x", Duration::from_secs(1), Duration::MAX),
+            locker
+                .acquire("x")
+                .lock_for(Duration::from_secs(1))
+                .wait(Duration::MAX)
+                .lock(),
         )
         .await;
         assert!(r.is_err(), "still waiting, without a panic");

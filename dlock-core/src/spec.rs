@@ -42,13 +42,13 @@ impl LockSpec {
     pub fn validate(&self) -> Result<()> {
         if self.at_most.is_zero() {
             return Err(Error::InvalidConfig(format!(
-                "lock {:?}: lock_at_most_for must be greater than zero",
+                "lock {:?}: lock_for (lock_at_most_for) must be greater than zero",
                 self.name.as_str()
             )));
         }
         if self.at_least > self.at_most {
             return Err(Error::InvalidConfig(format!(
-                "lock {:?}: lock_at_least_for ({:?}) is longer than lock_at_most_for ({:?})",
+                "lock {:?}: at_least ({:?}) is longer than lock_for ({:?})",
                 self.name.as_str(),
                 self.at_least,
                 self.at_most

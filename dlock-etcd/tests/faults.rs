@@ -184,7 +184,10 @@ async fn hard_restart_while_guards_are_held_and_waiters_wait() {
             loop {
                 // Errors while etcd is down: keep waiting (a real caller would).
                 if let Ok(Some(g)) = l
-                    .lock(name, Duration::from_secs(5), Duration::from_secs(5))
+                    .acquire(name)
+                    .lock_for(Duration::from_secs(5))
+                    .wait(Duration::from_secs(5))
+                    .lock()
                     .await
                 {
                     return (name, g);
@@ -313,7 +316,10 @@ async fn etcd_down_longer_than_the_lease() {
     let t = Instant::now();
     let g2 = loop {
         if let Ok(Some(g2)) = b
-            .lock("x", Duration::from_secs(2), Duration::from_secs(5))
+            .acquire("x")
+            .lock_for(Duration::from_secs(2))
+            .wait(Duration::from_secs(5))
+            .lock()
             .await
         {
             break g2;

@@ -196,7 +196,10 @@ async fn restart_while_held(url_var: &str, restart_args: &[&str]) {
     assert!(l2.token() > t_long, "{} <= {}", l2.token(), t_long);
     l2.release().await.unwrap();
     let s2 = b
-        .lock("short", Duration::from_secs(5), Duration::from_secs(10))
+        .acquire("short")
+        .lock_for(Duration::from_secs(5))
+        .wait(Duration::from_secs(10))
+        .lock()
         .await
         .unwrap()
         .expect("short lock free again");

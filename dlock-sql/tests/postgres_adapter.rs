@@ -342,7 +342,10 @@ async fn release_wakes_a_waiter_through_notify() {
     let l2 = locker.clone();
     let waiter = tokio::spawn(async move {
         let g = l2
-            .lock("wake", Duration::from_secs(30), Duration::from_secs(20))
+            .acquire("wake")
+            .lock_for(Duration::from_secs(30))
+            .wait(Duration::from_secs(20))
+            .lock()
             .await
             .unwrap()
             .unwrap();
@@ -372,7 +375,10 @@ async fn waiter_wakes_at_expiry_by_the_database_clock() {
     let holder = b.try_acquire(&spec("expire", 1)).await.unwrap().unwrap();
     let locker = Locker::from_arc(b.clone());
     let g = locker
-        .lock("expire", Duration::from_secs(30), Duration::from_secs(10))
+        .acquire("expire")
+        .lock_for(Duration::from_secs(30))
+        .wait(Duration::from_secs(10))
+        .lock()
         .await
         .unwrap()
         .unwrap();
@@ -411,7 +417,10 @@ async fn transaction_pooling_mode_works_and_polls() {
         let locker = locker.clone();
         tokio::spawn(async move {
             locker
-                .lock("tp", Duration::from_secs(5), Duration::from_secs(20))
+                .acquire("tp")
+                .lock_for(Duration::from_secs(5))
+                .wait(Duration::from_secs(20))
+                .lock()
                 .await
                 .unwrap()
                 .unwrap()

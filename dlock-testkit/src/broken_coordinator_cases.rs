@@ -134,7 +134,10 @@ async fn every_operation_errs(ctx: &Ctx, broken: Arc<dyn LockBackend>, held: &He
             "Locker::lock waiting 2 s for a lock another owner holds",
             async {
                 locker
-                    .lock(held.by_other.name.as_str(), lease, Duration::from_secs(2))
+                    .acquire(held.by_other.name.as_str())
+                    .lock_for(lease)
+                    .wait(Duration::from_secs(2))
+                    .lock()
                     .await
                     .map(|r| format!("{:?}", r.map(|g| g.token())))
             }

@@ -718,7 +718,12 @@ async fn wait_wakes_on_release(ctx: Ctx) -> CaseResult {
     let g = must_take(&a, &name, lease).await?;
     let n2 = name.clone();
     let waiter = tokio::spawn(async move {
-        let r = b.lock(n2, lease, Duration::from_secs(60) + lease).await;
+        let r = b
+            .acquire(n2)
+            .lock_for(lease)
+            .wait(Duration::from_secs(60) + lease)
+            .lock()
+            .await;
         (r, BootInstant::now())
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -754,7 +759,10 @@ async fn wait_honours_timeout(ctx: Ctx) -> CaseResult {
     let wait = Duration::from_millis(1500);
     let t0 = BootInstant::now();
     let r = b
-        .lock(&name, lease, wait)
+        .acquire(&name)
+        .lock_for(lease)
+        .wait(wait)
+        .lock()
         .await
         .ctx("lock() with a timeout")?;
     let took = t0.elapsed();

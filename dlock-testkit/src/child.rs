@@ -205,7 +205,10 @@ async fn play(suite: &Suite, env: Envelope) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             println!("WAITING");
             match locker
-                .lock(name, ms(at_most_ms), ms(wait_ms))
+                .acquire(name)
+                .lock_for(ms(at_most_ms))
+                .wait(ms(wait_ms))
+                .lock()
                 .await
                 .map_err(|e| format!("lock: {e}"))?
             {

@@ -259,7 +259,11 @@ async fn cancelled_wait_leaves_no_ticket_behind() {
     let waiter = locker(&w, "waiter");
     let r = tokio::time::timeout(
         Duration::from_millis(600),
-        waiter.lock("q", Duration::from_secs(30), Duration::from_secs(30)),
+        waiter
+            .acquire("q")
+            .lock_for(Duration::from_secs(30))
+            .wait(Duration::from_secs(30))
+            .lock(),
     )
     .await;
     assert!(
@@ -302,7 +306,10 @@ async fn waiters_are_served_first_come_first_served() {
         let tx = tx.clone();
         tokio::spawn(async move {
             let g = locker(&b, who)
-                .lock("fifo", Duration::from_secs(30), Duration::from_secs(30))
+                .acquire("fifo")
+                .lock_for(Duration::from_secs(30))
+                .wait(Duration::from_secs(30))
+                .lock()
                 .await
                 .unwrap()
                 .unwrap();
@@ -382,7 +389,10 @@ async fn at_least_marker_is_timed_by_the_server() {
         .is_none());
     // lock() waits out the marker without polling the server in a loop.
     let g2 = lb
-        .lock("job", Duration::from_secs(5), Duration::from_secs(10))
+        .acquire("job")
+        .lock_for(Duration::from_secs(5))
+        .wait(Duration::from_secs(10))
+        .lock()
         .await
         .unwrap()
         .expect("lock() gave up during at_least");

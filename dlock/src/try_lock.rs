@@ -115,7 +115,7 @@ pub mod __private {
         pub name: String,
         /// `lock_for`, or the locker's default.
         pub lock_for: Option<Duration>,
-        /// `lock_at_least_for`, or the locker's default.
+        /// `at_least`, or the locker's default.
         pub at_least: Option<Duration>,
         /// `wait`, or zero.
         pub wait: Option<Duration>,
