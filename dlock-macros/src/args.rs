@@ -16,7 +16,7 @@ const MAX_BYTES: usize = 255;
 pub const KNOWN: &[&str] = &[
     "name",
     "lock_for",
-    "lock_at_least_for",
+    "at_least",
     "wait",
     "keep_alive",
     "owner",
@@ -65,7 +65,7 @@ pub struct Args {
     pub name: Option<Expr>,
     /// `lock_for = "10m"`.
     pub lock_for: Option<DurationArg>,
-    /// `lock_at_least_for = "30s"`.
+    /// `at_least = "30s"`.
     pub at_least: Option<DurationArg>,
     /// `wait = "1m"`.
     pub wait: Option<DurationArg>,
@@ -143,8 +143,8 @@ impl Args {
                 }
                 set(&mut self.lock_for, d, ident)
             }
-            "lock_at_least_for" => {
-                let d = duration(value, "lock_at_least_for")?;
+            "at_least" => {
+                let d = duration(value, "at_least")?;
                 set(&mut self.at_least, d, ident)
             }
             "wait" => {
@@ -169,8 +169,8 @@ impl Args {
                     return Err(syn::Error::new(
                         lit.span(),
                         format!(
-                            "lock_at_least_for ({}) is longer than lock_for ({}): the lock could \
-                             never be held that long; shorten lock_at_least_for or lengthen lock_for",
+                            "at_least ({}) is longer than lock_for ({}): the lock could never be \
+                             held that long; shorten at_least or lengthen lock_for",
                             humantime::format_duration(least),
                             humantime::format_duration(most)
                         ),
@@ -207,7 +207,7 @@ fn unknown(path: &syn::Path) -> syn::Error {
     let key = path.to_token_stream().to_string();
     let hint = match key.as_str() {
         "lock_at_most_for" | "at_most" | "lease" => " (did you mean `lock_for`?)",
-        "at_least" | "lock_for_at_least" => " (did you mean `lock_at_least_for`?)",
+        "lock_at_least_for" | "lock_for_at_least" | "min" => " (did you mean `at_least`?)",
         "wait_for" | "timeout" => " (did you mean `wait`?)",
         _ => "",
     };

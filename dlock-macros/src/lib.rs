@@ -5,7 +5,7 @@
 //! expansion calls into `dlock`, so this crate is not useful on its own.
 //!
 //! ```ignore
-//! #[dlock::try_lock(name = "emailLock", lock_for = "10m", lock_at_least_for = "30s")]
+//! #[dlock::try_lock(name = "emailLock", lock_for = "10m", at_least = "30s")]
 //! async fn send_daily_emails() -> usize { /* runs on one node at a time */ 42 }
 //!
 //! // The return type `T` becomes `dlock::Result<Option<T>>`:
@@ -36,7 +36,7 @@ use proc_macro::TokenStream;
 /// |---|---|---|
 /// | `name = "emailLock"` | lock name; any expression implementing `Display` works (`format!("import:{}", file)`) | required |
 /// | `lock_for = "10m"` | `lock_at_most_for`: the lease length (kept alive while the body runs) | the locker's default (10 min) |
-/// | `lock_at_least_for = "30s"` | minimum hold, even if the body finishes sooner | the locker's default (zero) |
+/// | `at_least = "30s"` | minimum hold, even if the body finishes sooner | the locker's default (zero) |
 /// | `wait = "1m"` | wait up to this long for the holder instead of skipping | zero: skip at once |
 /// | `keep_alive = false` | do not extend the lease while the body runs | the locker's default (on) |
 /// | `owner = "node-a"` | owner name for this call | the locker's owner |

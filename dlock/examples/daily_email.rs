@@ -12,7 +12,7 @@
 //! ```ignore
 //! dlock::set_default_locker(dlock::connect(&url).await?);
 //!
-//! #[dlock::try_lock(name = "emailLock", lock_for = "10m", lock_at_least_for = "30s")]
+//! #[dlock::try_lock(name = "emailLock", lock_for = "10m", at_least = "30s")]
 //! async fn send_daily_emails() -> Result<usize, MailError> { ... }
 //! ```
 //!
@@ -43,7 +43,7 @@ impl Mailer {
     /// Runs on one node per firing. The return type becomes
     /// `dlock::Result<Option<Result<usize, MailError>>>`: `Ok(None)` means
     /// another node holds `emailLock` and is sending.
-    #[dlock::try_lock(name = "emailLock", lock_for = "10m", lock_at_least_for = "1s",
+    #[dlock::try_lock(name = "emailLock", lock_for = "10m", at_least = "1s",
                       locker = self.locker)]
     async fn send_daily_emails(&self) -> Result<usize, MailError> {
         let token = dlock::current_lock().map(|l| l.token.get()).unwrap_or(0);

@@ -158,7 +158,7 @@ struct Importer {
 
 impl Importer {
     #[dlock::try_lock(name = format!("import:{file}"), lock_for = "30s",
-                      lock_at_least_for = "1s", locker = self.locker)]
+                      at_least = "1s", locker = self.locker)]
     async fn import(&self, file: &str) -> usize {
         let lock = dlock::current_lock().unwrap();
         assert_eq!(lock.name.as_str(), format!("import:{file}"));

@@ -5,7 +5,7 @@ use std::time::Duration;
 #[dlock::try_lock(name = "emailLock")]
 async fn minimal() {}
 
-#[dlock::try_lock(name = "emailLock", lock_for = "10m", lock_at_least_for = "30s", wait = "1s",
+#[dlock::try_lock(name = "emailLock", lock_for = "10m", at_least = "30s", wait = "1s",
                   keep_alive = false, owner = "node-a")]
 async fn everything() -> Result<u32, std::num::ParseIntError> {
     let n: u32 = "5".parse()?;

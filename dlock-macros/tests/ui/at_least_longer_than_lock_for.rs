@@ -1,4 +1,4 @@
-#[dlock::try_lock(name = "emailLock", lock_for = "30s", lock_at_least_for = "1m")]
+#[dlock::try_lock(name = "emailLock", lock_for = "30s", at_least = "1m")]
 async fn send_emails() {}
 
 fn main() {}
