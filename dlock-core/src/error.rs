@@ -67,10 +67,10 @@ pub enum Error {
     /// coordinator that could hand the lock to anyone before the lease's own
     /// expiry; a request with an unknown outcome may have applied, and the
     /// coordinator's expiry cleans it up.
-    #[error("lock {name:?} lost: {reason}")]
+    #[error("lock {:?} lost: {reason}", name.as_str())]
     LockLost {
         /// The lock name.
-        name: String,
+        name: crate::LockName,
         /// Why the lease is known (or presumed) gone.
         reason: String,
     },
@@ -139,7 +139,7 @@ impl Error {
     /// Builds an [`Error::LockLost`].
     pub fn lost(name: &crate::LockName, reason: impl Into<String>) -> Self {
         Error::LockLost {
-            name: name.as_str().to_owned(),
+            name: name.clone(),
             reason: reason.into(),
         }
     }

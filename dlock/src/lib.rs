@@ -1,7 +1,25 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use dlock_core::*;
+// What applications use. Everything an adapter author needs besides is in
+// [`backend`]; nothing is glob re-exported, so this list is the public
+// surface.
+pub use dlock_core::{
+    Acquire, BootInstant, Error, FencingToken, LockContext, LockGuard, LockInfo, LockName,
+    LockOptions, Locker, LostSignal, Result, MAX_NAME_BYTES,
+};
+
+/// For writing a backend (an adapter to another coordinator): the trait,
+/// what it takes and returns, and the helpers dlock's own adapters share.
+/// Applications do not need this module; `dlock-testkit` checks an adapter
+/// against the contract.
+pub mod backend {
+    pub use dlock_core::{
+        async_trait, clock, default_owner, jittered, local_valid_until, new_acquisition_id,
+        validate_owner, with_deadline, BoxError, Capabilities, Lease, LockBackend, LockSpec,
+        ValidityBound, MAX_OWNER_BYTES,
+    };
+}
 
 mod connect;
 pub use connect::{connect, supported_schemes, BackendScheme, SCHEMES};
