@@ -18,6 +18,14 @@ echo "== docs (-D warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 
 echo "== cargo package --workspace"
+# cargo verifies each package against the others through a local registry
+# whose sources it unpacks under $CARGO_HOME/registry/src once per
+# name-version and never refreshes: a tarball packaged earlier at the same
+# version would be built instead of today's. None of these names is on
+# crates.io (all are dlock-<something>), so removing their unpacked copies
+# touches nothing else.
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/dlock-*-"$version"
 cargo package --workspace
 
 echo "== the README's first command, fresh clone, no protoc"

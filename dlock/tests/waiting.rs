@@ -3,10 +3,12 @@
 //! and `run_exclusive` without a wait skips a held lock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use dlock::{LockOptions, Locker};
+use dlock::{LockGuard, LockOptions, Locker};
 use std::time::Duration;
 
-async fn two_nodes(dir: &tempfile::TempDir) -> (Locker, Locker) {
+/// Node A holds "job" (30 s lease); returns its guard and node B's locker,
+/// both on one SQLite file in `dir`.
+async fn held_by_another_node(dir: &tempfile::TempDir) -> (LockGuard, Locker) {
     let url = format!("sqlite://{}", dir.path().join("locks.db").display());
     let a = dlock::connect(&url)
         .await
@@ -18,7 +20,12 @@ async fn two_nodes(dir: &tempfile::TempDir) -> (Locker, Locker) {
         .unwrap()
         .with_owner("node-b")
         .unwrap();
-    (a, b)
+    let held = a
+        .try_lock("job", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("a free lock was not taken");
+    (held, b)
 }
 
 /// A lock() with no wait set is still waiting while the lock is held, and
@@ -26,12 +33,7 @@ async fn two_nodes(dir: &tempfile::TempDir) -> (Locker, Locker) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_without_a_wait_waits_until_released() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = two_nodes(&dir).await;
-    let held = a
-        .try_lock("job", Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
+    let (held, b) = held_by_another_node(&dir).await;
     let waiter = tokio::spawn(async move {
         b.acquire("job")
             .lock_for(Duration::from_secs(30))
@@ -57,12 +59,7 @@ async fn lock_without_a_wait_waits_until_released() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_wait_runs_out_as_none() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = two_nodes(&dir).await;
-    let held = a
-        .try_lock("job", Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
+    let (held, b) = held_by_another_node(&dir).await;
     let t0 = std::time::Instant::now();
     let r = b
         .acquire("job")
@@ -85,12 +82,7 @@ async fn a_set_wait_runs_out_as_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_exclusive_without_a_wait_skips() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = two_nodes(&dir).await;
-    let held = a
-        .try_lock("job", Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
+    let (held, b) = held_by_another_node(&dir).await;
     let ran = tokio::time::timeout(
         Duration::from_secs(5),
         b.run_exclusive(
