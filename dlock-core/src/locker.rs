@@ -177,10 +177,12 @@ impl Locker {
         F: FnOnce(LockContext) -> Fut,
         Fut: Future<Output = T>,
     {
-        let acquire = self.acquire(name).options(opts.clone());
-        let taken = match opts.wait {
-            Some(_) => acquire.lock().await?,
-            None => acquire.try_lock().await?,
+        let waits = opts.wait.is_some();
+        let acquire = self.acquire(name).options(opts);
+        let taken = if waits {
+            acquire.lock().await?
+        } else {
+            acquire.try_lock().await?
         };
         let Some(guard) = taken else {
             return Ok(None);

@@ -321,6 +321,24 @@ pub(crate) async fn take_without_keep_alive(
         .ok_or_else(|| format!("free lock {name:?} not taken"))
 }
 
+/// Takes the free lock `name` for `at_most` with `lock_at_least_for` of
+/// `at_least`, keep-alive off (so nothing but the coordinator times it).
+pub(crate) async fn take_with_at_least(
+    l: &Locker,
+    name: &str,
+    at_most: Duration,
+    at_least: Duration,
+) -> Result<LockGuard, String> {
+    l.acquire(name)
+        .lock_for(at_most)
+        .at_least(at_least)
+        .keep_alive(false)
+        .try_lock()
+        .await
+        .ctx("acquire")?
+        .ok_or_else(|| format!("free lock {name:?} not taken"))
+}
+
 /// Polls `try_lock` until it succeeds or `limit` passes; returns the guard
 /// and the time from `since` to the successful answer.
 ///
@@ -602,15 +620,7 @@ async fn at_least_after_release(ctx: Ctx) -> CaseResult {
     // nothing, cannot pass by the lease simply running out.
     let at_most = ctx.lease_at_least(at_least + Duration::from_secs(10));
     let t0 = BootInstant::now();
-    let g = a
-        .acquire(&name)
-        .lock_for(at_most)
-        .at_least(at_least)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_with_at_least(&a, &name, at_most, at_least).await?;
     g.release().await.ctx("early release")?;
     must_be_held(
         &b,
@@ -1409,15 +1419,7 @@ async fn released_lease_is_stale(ctx: Ctx) -> CaseResult {
     let at_least = round_up(Duration::from_secs(2), ctx.caps.lease_granularity);
     let at_most = ctx.lease_at_least(at_least + Duration::from_secs(10));
     let t0 = BootInstant::now();
-    let g = a
-        .acquire(&name)
-        .lock_for(at_most)
-        .at_least(at_least)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_with_at_least(&a, &name, at_most, at_least).await?;
     let old = g.lease();
     g.release().await.ctx("release")?;
     // Still taken (at_least), but the released lease is no longer anyone's to use.

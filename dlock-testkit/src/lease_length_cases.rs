@@ -3,7 +3,8 @@
 //! extensions the backend cannot honour refused, never rounded.
 
 use crate::cases::{
-    is_unsupported, just_under, must_be_held, round_up, take_when_free, take_without_keep_alive,
+    is_unsupported, just_under, must_be_held, round_up, take_when_free, take_with_at_least,
+    take_without_keep_alive,
 };
 use crate::ctx::{Context, Ctx};
 use crate::{ensure, CaseResult};
@@ -20,15 +21,7 @@ pub(crate) async fn at_least_counts_from_acquisition(ctx: Ctx) -> CaseResult {
     let at_least = round_up(Duration::from_secs(3), ctx.caps.lease_granularity);
     let at_most = ctx.lease_at_least(at_least + Duration::from_secs(10));
     let t0 = BootInstant::now();
-    let g = a
-        .acquire(&name)
-        .lock_for(at_most)
-        .at_least(at_least)
-        .keep_alive(false)
-        .try_lock()
-        .await
-        .ctx("acquire")?
-        .ok_or("free lock not taken")?;
+    let g = take_with_at_least(&a, &name, at_most, at_least).await?;
     // Released with a third of at_least left: counted from the release, the
     // hold would end two seconds after the bound below.
     tokio::time::sleep(at_least * 2 / 3).await;

@@ -323,6 +323,15 @@ impl MutantSqlite {
         self.mutant == Some(name)
     }
 
+    /// `clause`, or nothing when `mutant` (the bug of leaving it out) is on.
+    fn unless(&self, mutant: &str, clause: String) -> String {
+        if self.is(mutant) {
+            String::new()
+        } else {
+            clause
+        }
+    }
+
     /// The database's clock, or (`client_clock`) parameter `?n` bound from Rust.
     fn now(&self, n: u8) -> String {
         if self.is("client_clock") {
@@ -591,16 +600,8 @@ impl LockBackend for MutantSqlite {
             } else {
                 now.clone()
             };
-            let id = if self.is("extend_ignores_id") {
-                ""
-            } else {
-                "AND acquisition_id = ?2"
-            };
-            let live = if self.is("extend_revives_expired") {
-                String::new()
-            } else {
-                format!("AND lock_until > {now}")
-            };
+            let id = self.unless("extend_ignores_id", "AND acquisition_id = ?2".into());
+            let live = self.unless("extend_revives_expired", format!("AND lock_until > {now}"));
             let sql = format!(
                 "UPDATE {t} SET lock_until = {base} + ?3 WHERE name = ?1 {id} {live} \
                  AND ?2 IS NOT NULL"
@@ -613,7 +614,9 @@ impl LockBackend for MutantSqlite {
                 q = q.bind(Self::client_now());
             }
             let done = match self.timed("extend", q.execute(&self.pool)).await {
-                Err(_) if self.is("extend_errors_as_ok") => return Ok(lease.extended(length, sent)),
+                Err(_) if self.is("extend_errors_as_ok") => {
+                    return Ok(lease.extended(lock_for, sent))
+                }
                 r => r?,
             };
             if done.rows_affected() == 0 && !self.is("extend_ignores_rows") {
@@ -653,16 +656,8 @@ impl LockBackend for MutantSqlite {
         } else {
             ", acquisition_id = 'released:' || acquisition_id"
         };
-        let id = if self.is("release_ignores_id") {
-            ""
-        } else {
-            "AND acquisition_id = ?2"
-        };
-        let live = if self.is("release_revives_expired") {
-            String::new()
-        } else {
-            format!("AND lock_until > {now}")
-        };
+        let id = self.unless("release_ignores_id", "AND acquisition_id = ?2".into());
+        let live = self.unless("release_revives_expired", format!("AND lock_until > {now}"));
         let sql = format!(
             "UPDATE {t} SET lock_until = {until}{mark} WHERE name = ?1 {id} {live} \
              AND ?2 IS NOT NULL AND ?3 IS NOT NULL"
