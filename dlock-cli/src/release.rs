@@ -16,7 +16,7 @@ pub async fn release(url: &str, args: ReleaseArgs, quiet: bool) -> u8 {
     let locker = match crate::connect(url, None).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("dlock: {e}");
+            eprintln!("dlock: {e:#}");
             return exit::LOCK_ERROR;
         }
     };
@@ -42,7 +42,7 @@ pub async fn release(url: &str, args: ReleaseArgs, quiet: bool) -> u8 {
             0
         }
         Err(e) => {
-            eprintln!("dlock: cannot release lock {:?}: {e}", args.name);
+            eprintln!("dlock: cannot release lock {:?}: {e:#}", args.name);
             exit::LOCK_ERROR
         }
     }

@@ -22,14 +22,14 @@ pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -
     let plan = match StopPlan::new(args.on_lost, args.lock_for, args.kill_after) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("dlock: {e}");
+            eprintln!("dlock: {e:#}");
             return exit::USAGE;
         }
     };
     let locker = match crate::connect(url, args.owner.as_deref()).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("dlock: {e}");
+            eprintln!("dlock: {e:#}");
             return exit::LOCK_ERROR;
         }
     };
@@ -67,7 +67,7 @@ pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -
             return args.skipped_exit_code;
         }
         Err(e) => {
-            eprintln!("dlock: cannot take lock {:?}: {e}", args.name);
+            eprintln!("dlock: cannot take lock {:?}: {e:#}", args.name);
             return exit::LOCK_ERROR;
         }
     };
@@ -197,7 +197,7 @@ pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -
         Err(e) if e.is_lock_lost() => {
             if !stopped {
                 eprintln!(
-                    "dlock: lock {:?} was lost before the command ended: {e}",
+                    "dlock: lock {:?} was lost before the command ended: {e:#}",
                     args.name
                 );
             }
@@ -206,7 +206,7 @@ pub async fn run(url: &str, args: RunArgs, quiet: bool, signals: &mut Signals) -
         Err(e) => {
             // The command ran under the lock; the lease ends by itself.
             eprintln!(
-                "dlock: releasing lock {:?} failed ({e}); it frees itself after --lock-for",
+                "dlock: releasing lock {:?} failed ({e:#}); it frees itself after --lock-for",
                 args.name
             );
             if stopped {
@@ -257,7 +257,9 @@ fn forward(group: &Group, pid: Option<Pid>, sig: Signal) {
 
 async fn release(guard: LockGuard, name: &str) {
     if let Err(e) = guard.release().await {
-        eprintln!("dlock: releasing lock {name:?} failed ({e}); it frees itself after --lock-for");
+        eprintln!(
+            "dlock: releasing lock {name:?} failed ({e:#}); it frees itself after --lock-for"
+        );
     }
 }
 

@@ -12,7 +12,7 @@ pub async fn status(url: &str, args: StatusArgs) -> u8 {
     let locker = match crate::connect(url, None).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("dlock: {e}");
+            eprintln!("dlock: {e:#}");
             return exit::LOCK_ERROR;
         }
     };
@@ -21,7 +21,7 @@ pub async fn status(url: &str, args: StatusArgs) -> u8 {
         match locker.list().await {
             Ok(all) => rows.extend(all.into_iter().map(|i| (i.name.to_string(), Some(i)))),
             Err(e) => {
-                eprintln!("dlock: cannot list locks: {e}");
+                eprintln!("dlock: cannot list locks: {e:#}");
                 return exit::LOCK_ERROR;
             }
         }
@@ -30,7 +30,7 @@ pub async fn status(url: &str, args: StatusArgs) -> u8 {
         match locker.inspect(name.clone()).await {
             Ok(info) => rows.push((name.clone(), info)),
             Err(e) => {
-                eprintln!("dlock: cannot inspect lock {name:?}: {e}");
+                eprintln!("dlock: cannot inspect lock {name:?}: {e:#}");
                 return exit::LOCK_ERROR;
             }
         }

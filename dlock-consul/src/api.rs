@@ -254,7 +254,12 @@ impl Http {
                 let r: TxnResponse = parse(op, &reply)?;
                 let errors = r.errors.unwrap_or_default();
                 if let Some(denied) = errors.iter().find(|e| e.what.contains("Permission denied")) {
-                    return Err(Error::backend_msg(KIND, op, self.acl_message(&denied.what)));
+                    return Err(Error::denied(
+                        KIND,
+                        op,
+                        self.acl_message(&denied.what),
+                        None,
+                    ));
                 }
                 Ok(TxnOutcome::RolledBack(errors))
             }

@@ -199,7 +199,12 @@ impl Http {
     }
 
     /// An error for an unexpected HTTP status, with advice for the common ones.
+    /// A 403 (the ACL token is unknown or lacks a permission) is
+    /// [`Error::Denied`]: retrying cannot fix it.
     pub fn status_error(&self, op: &'static str, reply: &Reply) -> Error {
+        if reply.status == StatusCode::FORBIDDEN {
+            return Error::denied(KIND, op, self.status_message(reply), None);
+        }
         Error::backend_msg(KIND, op, self.status_message(reply))
     }
 

@@ -37,7 +37,8 @@ async fn bogus_token_is_a_clear_connect_error() {
         .await
         .unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    assert!(matches!(e, Error::Denied { .. }), "{e:?}");
+    assert!(!e.is_transient(), "{e:#}");
     assert!(
         msg.contains("ACL not found") && msg.contains("token="),
         "{msg}"
@@ -53,7 +54,8 @@ async fn bogus_token_is_a_clear_connect_error() {
 async fn missing_token_is_a_clear_connect_error() {
     let e = ConsulBackend::connect(&acl_url("")).await.unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    assert!(matches!(e, Error::Denied { .. }), "{e:?}");
+    assert!(!e.is_transient(), "{e:#}");
     assert!(
         msg.contains("denied") && msg.contains("anonymous") && msg.contains("key_prefix"),
         "{msg}"
@@ -108,7 +110,8 @@ async fn token_without_key_write_gets_a_clear_error_on_acquire() {
         .expect("read access is enough to connect");
     let e = b.try_acquire(&spec("acl/denied")).await.unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+    assert!(matches!(e, Error::Denied { .. }), "{e:?}");
+    assert!(!e.is_transient(), "{e:#}");
     assert!(
         msg.contains("denied") && msg.contains("key_prefix"),
         "{msg}"

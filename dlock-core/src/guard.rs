@@ -141,7 +141,7 @@ impl GuardShared {
                 metrics::counter!("dlock_extend_failures_total", "backend" => self.backend.kind())
                     .increment(1);
                 if e.is_lock_lost() {
-                    self.validity.mark_lost(e.to_string());
+                    self.validity.mark_lost(format!("{e:#}"));
                 } else if !matches!(
                     e,
                     Error::Unsupported { .. } | Error::InvalidConfig(_) | Error::InvalidName { .. }
@@ -313,7 +313,7 @@ impl Drop for LockGuard {
                     if let Err(e) = shared.send_release().await {
                         if lost.is_none() {
                             let lease = shared.lease();
-                            tracing::warn!(backend = shared.backend.kind(), lock = %lease.name, error = %e,
+                            tracing::warn!(backend = shared.backend.kind(), lock = %lease.name, error = %format_args!("{e:#}"),
                                 "dlock: background release on drop failed; the lease expires by itself");
                         }
                     }
@@ -380,7 +380,7 @@ async fn watchdog(
                 Err(e) if e.is_lock_lost() => return,
                 Err(e) => {
                     let lease_len = s.lease().at_most;
-                    tracing::warn!(backend = s.backend.kind(), lock = %s.validity.name(), error = %e, "dlock: keep-alive failed, retrying");
+                    tracing::warn!(backend = s.backend.kind(), lock = %s.validity.name(), error = %format_args!("{e:#}"), "dlock: keep-alive failed, retrying");
                     let pause = retry_delay.min(lease_len / 10);
                     retry_delay = (retry_delay * 2).min(Duration::from_secs(2));
                     tokio::select! {

@@ -78,37 +78,52 @@ mod grpc_code {
     pub const UNAUTHENTICATED: i32 = 16;
 }
 
-/// A short description of the failure: the gRPC message and code, then the
-/// chain of underlying causes (TLS alerts, connection errors), deduplicated.
-fn describe(e: &etcd_client::Error) -> String {
-    let etcd_client::Error::GRpcStatus(s) = e else {
-        return e.to_string();
-    };
-    let mut parts: Vec<String> = Vec::new();
-    if !s.message().is_empty() {
-        parts.push(s.message().to_string());
-    }
-    let mut cause = std::error::Error::source(s);
+/// What to check when the failure looks like a TLS problem: the gRPC
+/// status or any of its causes (TLS alerts, handshake errors) says so.
+fn tls_hint(e: &etcd_client::Error) -> Option<&'static str> {
+    let mut texts = vec![e.to_string()];
+    let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
-        let text = c.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
+        texts.push(c.to_string());
         cause = c.source();
     }
-    let mut out = format!("{} ({:?})", parts.join(": "), s.code());
-    let lower = out.to_ascii_lowercase();
-    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-        out.push_str(
-            "; check the TLS options: ca_file (the CA that signed the server), cert_file + \
-             key_file (a client certificate the server trusts), tls_domain (a name in the \
-             server's certificate)",
-        );
-    }
-    out
+    let lower = texts.join(" ").to_ascii_lowercase();
+    (lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake"))
+        .then_some(
+            "check the TLS options: ca_file (the CA that signed the server), cert_file + key_file \
+         (a client certificate the server trusts), tls_domain (a name in the server's certificate)",
+        )
 }
 
-/// Maps an error of a request made during `operation` on the cluster `target`.
+/// The source of a mapped error: etcd's error, printed as its gRPC message
+/// and code. (tonic's own `Display` adds the request metadata, which is
+/// noise in a log line.) Its causes (transport, TLS) follow in the chain.
+#[derive(Debug)]
+pub(crate) struct EtcdError(etcd_client::Error);
+
+impl std::fmt::Display for EtcdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            etcd_client::Error::GRpcStatus(s) if s.message().is_empty() => {
+                write!(f, "etcd answered {:?}", s.code())
+            }
+            etcd_client::Error::GRpcStatus(s) => write!(f, "{} ({:?})", s.message(), s.code()),
+            other => other.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for EtcdError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            etcd_client::Error::GRpcStatus(s) => std::error::Error::source(s),
+            other => std::error::Error::source(other),
+        }
+    }
+}
+
+/// Maps an error of a request made during `operation` on the cluster
+/// `target`. The etcd error is the source; the message says what to do.
 pub(crate) fn map(
     operation: &'static str,
     target: &str,
@@ -116,39 +131,44 @@ pub(crate) fn map(
     user: Option<&str>,
     e: etcd_client::Error,
 ) -> Error {
-    let what = describe(&e);
-    match classify(&e) {
-        Class::BadCredentials => Error::connect(
+    let user = user.unwrap_or_default();
+    let class = classify(&e);
+    let hint = tls_hint(&e);
+    let e = EtcdError(e);
+    match class {
+        Class::BadCredentials => Error::denied(
             KIND,
-            target,
-            format!(
-                "authentication failed for user {:?}: {what}; check the user name and password in the URL",
-                user.unwrap_or_default()
-            ),
-            Some(Box::new(e)),
-        ),
-        Class::AuthRequired => Error::connect(
-            KIND,
-            target,
-            format!(
-                "the server has authentication enabled ({what}): put user:password@ in the URL"
-            ),
-            Some(Box::new(e)),
-        ),
-        Class::PermissionDenied => Error::Backend {
-            backend: KIND,
             operation,
-            message: format!(
-                "permission denied for user {:?} on key prefix {prefix:?}: grant a role readwrite \
-                 access, e.g. `etcdctl role grant-permission ROLE readwrite --prefix {prefix}/`",
-                user.unwrap_or_default()
+            format!(
+                "authentication failed for user {user:?} at {target}: check the user name and \
+                 password in the URL"
             ),
-            source: Some(Box::new(e)),
-        },
+            Some(Box::new(e)),
+        ),
+        Class::AuthRequired => Error::denied(
+            KIND,
+            operation,
+            format!(
+                "the server at {target} has authentication enabled: put user:password@ in the URL"
+            ),
+            Some(Box::new(e)),
+        ),
+        Class::PermissionDenied => Error::denied(
+            KIND,
+            operation,
+            format!(
+                "permission denied for user {user:?} on key prefix {prefix:?}: grant a role readwrite \
+                 access, e.g. `etcdctl role grant-permission ROLE readwrite --prefix {prefix}/`"
+            ),
+            Some(Box::new(e)),
+        ),
         Class::LeaseNotFound | Class::Other => Error::Backend {
             backend: KIND,
             operation,
-            message: format!("request to {target} failed: {what}"),
+            message: match hint {
+                Some(hint) => format!("request to {target} failed; {hint}"),
+                None => format!("request to {target} failed"),
+            },
             source: Some(Box::new(e)),
         },
     }

@@ -173,13 +173,15 @@ async fn credentials_are_checked_with_clear_errors() {
         .await
         .unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(5));
-    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    assert!(matches!(e, Error::Denied { .. }), "{e:?}");
+    assert!(!e.is_transient(), "{e:#}");
+    assert_eq!(dlock_testkit::bad_input::report_defect(&e), None);
     let msg = e.to_string();
     assert!(
         msg.contains("authentication failed") && msg.contains("\"root\""),
         "{msg}"
     );
-    assert!(!msg.contains("Wr0ngPass") && !format!("{e:?}").contains("Wr0ngPass"));
+    assert!(!format!("{e:#}").contains("Wr0ngPass") && !format!("{e:?}").contains("Wr0ngPass"));
     eprintln!("wrong password: {msg}");
 
     // Unknown user: the same clear error.
@@ -193,7 +195,8 @@ async fn credentials_are_checked_with_clear_errors() {
     let e = EtcdBackend::connect(&format!("etcd://{ep}/app"))
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    assert!(matches!(e, Error::Denied { .. }), "{e:?}");
+    assert!(!e.is_transient(), "{e:#}");
     assert!(e.to_string().contains("user:password@"), "{e}");
     eprintln!("no credentials: {e}");
 
@@ -215,7 +218,9 @@ async fn credentials_are_checked_with_clear_errors() {
     let e = EtcdBackend::connect(&format!("etcd://app:apppw@{ep}/other"))
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    assert!(matches!(e, Error::Denied { .. }), "{e:?}");
+    assert!(!e.is_transient(), "{e:#}");
+    assert_eq!(dlock_testkit::bad_input::report_defect(&e), None);
     let e = e.to_string();
     assert!(
         e.contains("permission denied") && e.contains("\"other\"") && e.contains("etcdctl"),

@@ -9,6 +9,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
+// A SQLite-only build uses only `Refusal`.
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+mod errors;
 pub use config::{SqlOptions, MAX_TIMEOUT};
 
 #[cfg(feature = "sqlite")]

@@ -2,6 +2,7 @@
 //! acquire, `UTC_TIMESTAMP(6)` as the clock, jittered polling for waiters.
 
 use crate::config::{self, micros, quote_table, SqlOptions};
+use crate::errors::{self, Refusal};
 use dlock_core::BootInstant;
 use dlock_core::{
     async_trait, new_acquisition_id, with_deadline, Capabilities, Error, FencingToken, Lease,
@@ -153,7 +154,7 @@ impl MysqlBackend {
             Error::InvalidConfig(format!(
                 "mysql URL for {} is not accepted by the driver: {}",
                 net.target,
-                redact(&e.to_string())
+                errors::redact(&e.to_string())
             ))
         })?;
         if let Some(u) = &net.user {
@@ -196,10 +197,7 @@ impl MysqlBackend {
         )
         .await;
         let _ = with_deadline("close connection", opts.connect_timeout, async {
-            first
-                .close()
-                .await
-                .map_err(|e| Error::backend(KIND, "close", e))
+            first.close().await.map_err(|e| op_error("close", e))
         })
         .await;
         checked?;
@@ -277,7 +275,7 @@ impl MysqlBackend {
                         tracing::debug!(op, attempt, "deadlock victim; retrying");
                         tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
                     }
-                    Err(e) => return Err(Error::backend(KIND, op, e)),
+                    Err(e) => return Err(op_error(op, e)),
                 }
             }
         })
@@ -296,48 +294,28 @@ fn is_deadlock(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Removes anything that looks like a URL's userinfo from a driver message.
-fn redact(msg: &str) -> String {
-    match (msg.find("://"), msg.rfind('@')) {
-        (Some(a), Some(b)) if b > a => format!("{}://***{}", &msg[..a], &msg[b..]),
-        _ => msg.to_string(),
+/// What a MySQL/MariaDB error number means for the caller.
+fn refusal(e: &sqlx::Error) -> Refusal {
+    let number = e
+        .as_database_error()
+        .and_then(|d| d.try_downcast_ref::<MySqlDatabaseError>())
+        .map(MySqlDatabaseError::number);
+    match number {
+        // ER_ACCESS_DENIED_ERROR; ER_ACCESS_DENIED_NO_PASSWORD_ERROR (auth plugin)
+        Some(1045) | Some(1698) => Refusal::Credentials,
+        // database, table, column, routine or global privilege missing
+        Some(1044) | Some(1142) | Some(1143) | Some(1227) | Some(1370) => Refusal::Privilege,
+        Some(1049) => Refusal::NoDatabase,
+        _ => Refusal::Other,
     }
 }
 
 fn connect_error(target: &str, e: sqlx::Error) -> Error {
-    let hint = match &e {
-        sqlx::Error::Database(db) => {
-            match db
-                .try_downcast_ref::<MySqlDatabaseError>()
-                .map(MySqlDatabaseError::number)
-            {
-                Some(1045) | Some(1698) => {
-                    "check the user name and password in the URL (or user=/password= options)"
-                }
-                Some(1044) => "the user may not use this database; GRANT it access",
-                Some(1049) => "the database does not exist; create it or fix the URL path",
-                _ => "the server refused the connection",
-            }
-        }
-        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            "connection refused: is MySQL/MariaDB running and listening on that host and port?"
-        }
-        sqlx::Error::Io(_) => "network error: is the host reachable?",
-        sqlx::Error::Tls(_) => "TLS failed: check ssl-mode= and the certificates",
-        sqlx::Error::PoolTimedOut => "no connection within the pool's acquire_timeout",
-        _ => "",
-    };
-    let msg = redact(&e.to_string());
-    Error::connect(
-        KIND,
-        target,
-        if hint.is_empty() {
-            msg
-        } else {
-            format!("{msg} ({hint})")
-        },
-        Some(Box::new(e)),
-    )
+    errors::connect_error(KIND, "MySQL/MariaDB", target, refusal(&e), e)
+}
+
+fn op_error(op: &'static str, e: sqlx::Error) -> Error {
+    errors::op_error(KIND, op, refusal(&e), e)
 }
 
 fn text(bytes: Vec<u8>) -> String {
@@ -360,14 +338,27 @@ async fn ensure_table(conn: &mut MySqlConnection, opts: &SqlOptions) -> Result<(
     if let Err(e) = conn.execute(ddl.as_str()).await {
         let cols = columns(conn, table).await?;
         if cols.is_empty() || check_columns(table, &cols).is_err() {
-            return Err(Error::backend_msg(
+            return Err(match refusal(&e) {
+                Refusal::Privilege => Error::denied(
                     KIND,
                     "create table",
                     format!(
-                        "cannot create table {table:?} ({e}); may this user create tables in the database? \
-                         Or create it with dlock-sql/migrations/mysql/0001_dlock_locks.sql"
+                        "this user may not create table {table:?}: GRANT it CREATE on the \
+                         database, or create the table with \
+                         dlock-sql/migrations/mysql/0001_dlock_locks.sql"
                     ),
-                ));
+                    Some(Box::new(e)),
+                ),
+                _ => Error::Backend {
+                    backend: KIND,
+                    operation: "create table",
+                    message: format!(
+                        "cannot create table {table:?}; create it with \
+                         dlock-sql/migrations/mysql/0001_dlock_locks.sql"
+                    ),
+                    source: Some(Box::new(e)),
+                },
+            });
         }
     }
     Ok(())
@@ -397,7 +388,7 @@ async fn columns(conn: &mut MySqlConnection, table: &str) -> Result<Vec<(String,
     let db: Option<Vec<u8>> = sqlx::query_scalar("SELECT DATABASE()")
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| Error::backend(KIND, "inspect schema", e))?;
+        .map_err(|e| op_error("inspect schema", e))?;
     if db.is_none() {
         return Err(Error::InvalidConfig(
             "no database selected: name one in the URL path, mysql://user:password@host:port/DATABASE"
@@ -412,15 +403,11 @@ async fn columns(conn: &mut MySqlConnection, table: &str) -> Result<Vec<(String,
     .bind(table)
     .fetch_all(&mut *conn)
     .await
-    .map_err(|e| Error::backend(KIND, "inspect schema", e))?;
+    .map_err(|e| op_error("inspect schema", e))?;
     rows.iter()
         .map(|r| {
-            let name: Vec<u8> = r
-                .try_get(0)
-                .map_err(|e| Error::backend(KIND, "inspect schema", e))?;
-            let coll: Option<Vec<u8>> = r
-                .try_get(1)
-                .map_err(|e| Error::backend(KIND, "inspect schema", e))?;
+            let name: Vec<u8> = r.try_get(0).map_err(|e| op_error("inspect schema", e))?;
+            let coll: Option<Vec<u8>> = r.try_get(1).map_err(|e| op_error("inspect schema", e))?;
             Ok((text(name), coll.map(text)))
         })
         .collect()
@@ -428,7 +415,7 @@ async fn columns(conn: &mut MySqlConnection, table: &str) -> Result<Vec<(String,
 
 /// A lock row's columns 0..=4 (owner, id, token, locked_at, lock_until).
 fn info(row: &sqlx::mysql::MySqlRow, name: LockName, op: &'static str) -> Result<LockInfo> {
-    let get = |e: sqlx::Error| Error::backend(KIND, op, e);
+    let get = |e: sqlx::Error| op_error(op, e);
     Ok(LockInfo {
         name,
         owner: text(row.try_get(0).map_err(get)?),
@@ -526,7 +513,7 @@ impl LockBackend for MysqlBackend {
                 .bind(name.as_str().as_bytes())
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| Error::backend(KIND, "inspect", e))
+                .map_err(|e| op_error("inspect", e))
         })
         .await?;
         row.map(|r| info(&r, name.clone(), "inspect")).transpose()
@@ -537,12 +524,12 @@ impl LockBackend for MysqlBackend {
             sqlx::query(&self.sql.list)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(|e| Error::backend(KIND, "list", e))
+                .map_err(|e| op_error("list", e))
         })
         .await?;
         rows.iter()
             .map(|r| {
-                let name: Vec<u8> = r.try_get(5).map_err(|e| Error::backend(KIND, "list", e))?;
+                let name: Vec<u8> = r.try_get(5).map_err(|e| op_error("list", e))?;
                 let name = String::from_utf8(name).map_err(|_| {
                     Error::backend_msg(KIND, "list", "a lock name in the table is not UTF-8")
                 })?;

@@ -2,6 +2,7 @@
 //! clock, LISTEN/NOTIFY to wake waiters.
 
 use crate::config::{self, micros, quote_table, SqlOptions};
+use crate::errors::{self, Refusal};
 use dlock_core::BootInstant;
 use dlock_core::{
     async_trait, jittered, new_acquisition_id, with_deadline, Capabilities, Error, Lease,
@@ -165,7 +166,7 @@ impl PostgresBackend {
             Error::InvalidConfig(format!(
                 "postgres URL for {} is not accepted by the driver: {}",
                 net.target,
-                redact(&e.to_string())
+                errors::redact(&e.to_string())
             ))
         })?;
         if let Some(u) = &net.user {
@@ -203,10 +204,7 @@ impl PostgresBackend {
         )
         .await;
         let _ = with_deadline("close connection", opts.connect_timeout, async {
-            first
-                .close()
-                .await
-                .map_err(|e| Error::backend(KIND, "close", e))
+            first.close().await.map_err(|e| op_error("close", e))
         })
         .await;
         checked?;
@@ -292,7 +290,7 @@ impl PostgresBackend {
             } else {
                 q.fetch_all(&self.pool).await
             };
-            r.map_err(|e| Error::backend(KIND, op, e))
+            r.map_err(|e| op_error(op, e))
         })
         .await
     }
@@ -311,7 +309,7 @@ impl PostgresBackend {
             } else {
                 q.execute(&self.pool).await.map(|d| d.rows_affected())
             };
-            r.map_err(|e| Error::backend(KIND, op, e))
+            r.map_err(|e| op_error(op, e))
         })
         .await
     }
@@ -326,7 +324,7 @@ impl PostgresBackend {
             None => Ok(None),
             Some(r) => r
                 .try_get::<Option<i64>, _>(0)
-                .map_err(|e| Error::backend(KIND, "wait", e)),
+                .map_err(|e| op_error("wait", e)),
         }
     }
 }
@@ -345,42 +343,23 @@ async fn in_transaction(
     Ok(rows)
 }
 
-/// Removes anything that looks like a URL's userinfo from a driver message.
-fn redact(msg: &str) -> String {
-    match (msg.find("://"), msg.rfind('@')) {
-        (Some(a), Some(b)) if b > a => format!("{}://***{}", &msg[..a], &msg[b..]),
-        _ => msg.to_string(),
+/// What a PostgreSQL SQLSTATE means for the caller.
+fn refusal(e: &sqlx::Error) -> Refusal {
+    match e.as_database_error().and_then(|d| d.code()).as_deref() {
+        // invalid_password; invalid_authorization_specification (pg_hba.conf)
+        Some("28P01") | Some("28000") => Refusal::Credentials,
+        Some("42501") => Refusal::Privilege,
+        Some("3D000") => Refusal::NoDatabase,
+        _ => Refusal::Other,
     }
 }
 
 fn connect_error(target: &str, e: sqlx::Error) -> Error {
-    let hint = match &e {
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("28P01") | Some("28000") => {
-                "check the user name and password in the URL (or user=/password= options)"
-            }
-            Some("3D000") => "the database does not exist; create it or fix the URL path",
-            _ => "the server refused the connection",
-        },
-        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            "connection refused: is PostgreSQL running and listening on that host and port?"
-        }
-        sqlx::Error::Io(_) => "network error: is the host reachable?",
-        sqlx::Error::Tls(_) => "TLS failed: check sslmode= and the certificates",
-        sqlx::Error::PoolTimedOut => "no connection within the pool's acquire_timeout",
-        _ => "",
-    };
-    let msg = redact(&e.to_string());
-    Error::connect(
-        KIND,
-        target,
-        if hint.is_empty() {
-            msg
-        } else {
-            format!("{msg} ({hint})")
-        },
-        Some(Box::new(e)),
-    )
+    errors::connect_error(KIND, "PostgreSQL", target, refusal(&e), e)
+}
+
+fn op_error(op: &'static str, e: sqlx::Error) -> Error {
+    errors::op_error(KIND, op, refusal(&e), e)
 }
 
 async fn ensure_table(conn: &mut PgConnection, opts: &SqlOptions) -> Result<()> {
@@ -403,18 +382,31 @@ async fn ensure_table(conn: &mut PgConnection, opts: &SqlOptions) -> Result<()> 
     if let Err(e) = conn.execute(ddl.as_str()).await {
         // Another process may have created it at the same moment.
         match columns(conn, &quoted).await? {
-                Some(cols) if config::missing_columns_error(table, &cols).is_none() => {}
-                _ => {
-                    return Err(Error::backend_msg(
+            Some(cols) if config::missing_columns_error(table, &cols).is_none() => {}
+            _ => {
+                return Err(match refusal(&e) {
+                    Refusal::Privilege => Error::denied(
                         KIND,
                         "create table",
                         format!(
-                            "cannot create table {table:?} ({e}); does the schema exist and may this user create tables in it? \
-                             Or create it with dlock-sql/migrations/postgres/0001_dlock_locks.sql"
+                            "this user may not create table {table:?}: GRANT it CREATE on the \
+                                 schema, or create the table with \
+                                 dlock-sql/migrations/postgres/0001_dlock_locks.sql"
                         ),
-                    ))
-                }
+                        Some(Box::new(e)),
+                    ),
+                    _ => Error::Backend {
+                        backend: KIND,
+                        operation: "create table",
+                        message: format!(
+                            "cannot create table {table:?}; does the schema exist? Or create \
+                                 it with dlock-sql/migrations/postgres/0001_dlock_locks.sql"
+                        ),
+                        source: Some(Box::new(e)),
+                    },
+                })
             }
+        }
     }
     Ok(())
 }
@@ -423,7 +415,7 @@ async fn ensure_table(conn: &mut PgConnection, opts: &SqlOptions) -> Result<()> 
 ///
 /// One transaction, unnamed statements: safe behind a transaction-pooling proxy.
 async fn columns(conn: &mut PgConnection, quoted: &str) -> Result<Option<Vec<String>>> {
-    let err = |e| Error::backend(KIND, "inspect schema", e);
+    let err = |e| op_error("inspect schema", e);
     let mut tx = conn.begin().await.map_err(err)?;
     let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
         .bind(quoted)
@@ -474,7 +466,7 @@ fn interval(us: i64) -> PgInterval {
 
 /// A lock row's columns 0..=4 (owner, id, token, locked_at, lock_until).
 fn info(row: &PgRow, name: LockName, op: &'static str) -> Result<LockInfo> {
-    let get = |e: sqlx::Error| Error::backend(KIND, op, e);
+    let get = |e: sqlx::Error| op_error(op, e);
     Ok(LockInfo {
         name,
         owner: row.try_get(0).map_err(get)?,
@@ -517,9 +509,7 @@ impl LockBackend for PostgresBackend {
         let Some(row) = row.first() else {
             return Ok(None);
         };
-        let token: i64 = row
-            .try_get(0)
-            .map_err(|e| Error::backend(KIND, "acquire", e))?;
+        let token: i64 = row.try_get(0).map_err(|e| op_error("acquire", e))?;
         Ok(Some(Lease::granted(
             spec,
             id,
@@ -587,7 +577,7 @@ impl LockBackend for PostgresBackend {
         let rows = self.rows("list", sqlx::query(&self.sql.list)).await?;
         rows.iter()
             .map(|r| {
-                let name: String = r.try_get(5).map_err(|e| Error::backend(KIND, "list", e))?;
+                let name: String = r.try_get(5).map_err(|e| op_error("list", e))?;
                 info(r, config::stored_name(KIND, name)?, "list")
             })
             .collect()

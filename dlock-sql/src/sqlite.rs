@@ -1,6 +1,7 @@
 //! The SQLite adapter: one file shared by the processes of one host.
 
 use crate::config::{self, micros, quote_table, SqlOptions};
+use crate::errors::Refusal;
 use dlock_core::BootInstant;
 use dlock_core::{
     async_trait, new_acquisition_id, with_deadline, Capabilities, Error, Lease, LockBackend,
@@ -175,9 +176,7 @@ impl SqliteBackend {
                 Error::connect(
                     KIND,
                     &path,
-                    format!(
-                        "cannot open or create the database file ({e}); is its directory writable?"
-                    ),
+                    "cannot open or create the database file; is its directory writable?",
                     Some(Box::new(e)),
                 )
             })
@@ -235,7 +234,7 @@ impl SqliteBackend {
         rows.iter()
             .map(|r| {
                 r.try_get::<String, _>(0)
-                    .map_err(|e| Error::backend(KIND, "inspect schema", e))
+                    .map_err(|e| op_error("inspect schema", e))
             })
             .collect()
     }
@@ -246,7 +245,7 @@ impl SqliteBackend {
         fut: impl std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
     ) -> Result<T> {
         with_deadline(op, self.opts.statement_timeout, async {
-            fut.await.map_err(|e| Error::backend(KIND, op, e))
+            fut.await.map_err(|e| op_error(op, e))
         })
         .await
     }
@@ -254,7 +253,7 @@ impl SqliteBackend {
 
 /// A lock row's columns 0..=4 (owner, id, token, locked_at, lock_until).
 fn info(row: &sqlx::sqlite::SqliteRow, name: LockName, op: &'static str) -> Result<LockInfo> {
-    let get = |e: sqlx::Error| Error::backend(KIND, op, e);
+    let get = |e: sqlx::Error| op_error(op, e);
     Ok(LockInfo {
         name,
         owner: row.try_get(0).map_err(get)?,
@@ -300,9 +299,7 @@ impl LockBackend for SqliteBackend {
         let Some(row) = row.first() else {
             return Ok(None);
         };
-        let token: i64 = row
-            .try_get(0)
-            .map_err(|e| Error::backend(KIND, "acquire", e))?;
+        let token: i64 = row.try_get(0).map_err(|e| op_error("acquire", e))?;
         Ok(Some(Lease::granted(
             spec,
             id,
@@ -373,7 +370,7 @@ impl LockBackend for SqliteBackend {
             .await?;
         rows.iter()
             .map(|r| {
-                let name: String = r.try_get(5).map_err(|e| Error::backend(KIND, "list", e))?;
+                let name: String = r.try_get(5).map_err(|e| op_error("list", e))?;
                 info(r, config::stored_name(KIND, name)?, "list")
             })
             .collect()
@@ -394,9 +391,36 @@ impl LockBackend for SqliteBackend {
 
 /// SQLITE_BUSY (5) or SQLITE_LOCKED (6), extended codes included: another
 /// connection holds a lock.
-fn is_busy(e: &sqlx::Error) -> bool {
+/// SQLITE_READONLY (the file or its directory is not writable for this
+/// process) and SQLITE_AUTH are refusals a retry cannot fix.
+fn refusal(e: &sqlx::Error) -> Refusal {
+    match primary_code(e) {
+        Some(8) | Some(23) => Refusal::Privilege,
+        _ => Refusal::Other,
+    }
+}
+
+fn op_error(op: &'static str, e: sqlx::Error) -> Error {
+    match refusal(&e) {
+        Refusal::Privilege => Error::denied(
+            KIND,
+            op,
+            "the database file is read-only for this process: check the permissions of the \
+             file, its -wal and -shm files and its directory",
+            Some(Box::new(e)),
+        ),
+        _ => Error::backend(KIND, op, e),
+    }
+}
+
+/// The primary result code (the low byte of an extended code).
+fn primary_code(e: &sqlx::Error) -> Option<u32> {
     e.as_database_error()
         .and_then(|d| d.code())
         .and_then(|c| c.parse::<u32>().ok())
-        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+        .map(|c| c & 0xff)
+}
+
+fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(primary_code(e), Some(5) | Some(6))
 }

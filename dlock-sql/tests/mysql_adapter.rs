@@ -5,7 +5,9 @@
 
 use dlock_core::{Error, LockBackend, LockName, LockSpec, Locker};
 use dlock_sql::{MysqlBackend, SqlOptions};
-use dlock_testkit::bad_input::{acquire_extend_release, huge_timeout_verdict, no_panic};
+use dlock_testkit::bad_input::{
+    acquire_extend_release, huge_timeout_verdict, no_panic, report_defect,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -232,11 +234,45 @@ async fn wrong_password_is_a_clear_error_fast() {
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(6));
-    let msg = err.to_string();
-    assert!(matches!(err, Error::Connect { .. }), "{msg}");
-    assert!(msg.contains("Access denied"), "{msg}");
-    assert!(msg.contains("password"), "{msg}");
-    assert!(!msg.contains("definitely-wrong"), "password echoed: {msg}");
+    let full = format!("{err:#}");
+    assert!(
+        matches!(
+            err,
+            Error::Denied {
+                operation: "connect",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_transient(), "{full}");
+    assert!(err.to_string().contains("password"), "{err}");
+    assert_eq!(full.matches("Access denied").count(), 1, "{full}");
+    assert_eq!(report_defect(&err), None);
+    assert!(
+        !full.contains("definitely-wrong") && !format!("{err:?}").contains("definitely-wrong"),
+        "password echoed: {full}"
+    );
+}
+
+#[tokio::test]
+async fn a_database_the_user_may_not_use_is_denied() {
+    let mut url = url::Url::parse(&base_url()).unwrap();
+    url.set_path("/mysql");
+    let err = MysqlBackend::connect(url.as_str()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Denied {
+                operation: "connect",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_transient(), "{err:#}");
+    assert!(err.to_string().contains("GRANT"), "{err}");
+    assert_eq!(report_defect(&err), None);
 }
 
 #[tokio::test]
@@ -247,6 +283,8 @@ async fn unreachable_host_fails_within_connect_timeout() {
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert!(err.is_transient(), "{err:#}");
+    assert_eq!(report_defect(&err), None);
     let msg = err.to_string();
     assert!(msg.contains("127.0.0.1:1"), "{msg}");
     assert!(!msg.contains("secret"), "{msg}");

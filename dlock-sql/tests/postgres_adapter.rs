@@ -5,7 +5,9 @@
 
 use dlock_core::{Error, LockBackend, LockName, LockSpec, Locker};
 use dlock_sql::{PostgresBackend, SqlOptions};
-use dlock_testkit::bad_input::{acquire_extend_release, huge_timeout_verdict, no_panic};
+use dlock_testkit::bad_input::{
+    acquire_extend_release, huge_timeout_verdict, no_panic, report_defect,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,10 +147,58 @@ async fn wrong_password_is_a_clear_error_fast() {
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(6));
-    let msg = err.to_string();
-    assert!(matches!(err, Error::Connect { .. }), "{msg}");
-    assert!(msg.contains("password"), "{msg}");
-    assert!(!msg.contains("definitely-wrong"), "password echoed: {msg}");
+    let full = format!("{err:#}");
+    // Denied, not Connect: retrying with the same password cannot help.
+    assert!(
+        matches!(
+            err,
+            Error::Denied {
+                operation: "connect",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_transient(), "{full}");
+    assert!(err.to_string().contains("password"), "{err}");
+    // The server's own words, once, after dlock's.
+    assert_eq!(
+        full.matches("password authentication failed").count(),
+        1,
+        "{full}"
+    );
+    assert_eq!(report_defect(&err), None);
+    assert!(
+        !full.contains("definitely-wrong") && !format!("{err:?}").contains("definitely-wrong"),
+        "password echoed: {full}"
+    );
+}
+
+#[tokio::test]
+async fn missing_table_privilege_is_denied_not_transient() {
+    let (b, table) = backend().await;
+    // The owner gives up its own rights on the table: what a role without
+    // GRANTs on the lock table meets.
+    sqlx::query(&format!("REVOKE ALL ON {table} FROM CURRENT_USER"))
+        .execute(b.pool())
+        .await
+        .unwrap();
+    let err = b.try_acquire(&spec("job", 30)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Denied {
+                operation: "acquire",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_transient(), "{err:#}");
+    assert!(err.to_string().contains("GRANT"), "{err}");
+    assert!(format!("{err:#}").contains("permission denied"), "{err:#}");
+    assert_eq!(report_defect(&err), None);
+    drop_table(&b, &table).await;
 }
 
 #[tokio::test]
@@ -160,6 +210,8 @@ async fn unreachable_host_fails_within_connect_timeout() {
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert!(err.is_transient(), "{err:#}");
+    assert_eq!(report_defect(&err), None);
     let msg = err.to_string();
     assert!(msg.contains("127.0.0.1:1"), "{msg}");
     assert!(!msg.contains("secret"), "{msg}");

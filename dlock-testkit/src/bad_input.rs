@@ -54,3 +54,29 @@ pub async fn acquire_extend_release(
     let l = b.extend(&l, lease).await?;
     b.release(&l).await
 }
+
+/// What is wrong with how `e` reports itself, or `None`: dlock's own text
+/// (`{}`) must not repeat any cause in its source chain — a reporter that
+/// walks the chain would print it twice — and `{:#}` must print the own
+/// text and then every cause.
+pub fn report_defect(e: &Error) -> Option<String> {
+    let own = e.to_string();
+    let full = format!("{e:#}");
+    if !full.starts_with(&own) {
+        return Some(format!("{{:#}} {full:?} does not start with {{}} {own:?}"));
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && own.contains(&text) {
+            return Some(format!(
+                "the message {own:?} repeats its source {text:?}: a reporter prints it twice"
+            ));
+        }
+        if !text.is_empty() && !full.contains(&text) {
+            return Some(format!("{{:#}} {full:?} leaves out the cause {text:?}"));
+        }
+        cause = c.source();
+    }
+    None
+}

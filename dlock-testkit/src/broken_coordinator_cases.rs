@@ -17,7 +17,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 /// can — by cutting a proxy (networked backends), and with the suite's
 /// [`crate::Suite::break_coordinator`] hook (in a namespace of its own) —
 /// and asks every operation of that backend, all at once: each must answer
-/// `Err` within 30 s.
+/// `Err` within 30 s, an error that prints its source once.
 pub(crate) async fn every_operation_errs_after_the_coordinator_breaks(ctx: Ctx) -> CaseResult {
     let mut ways = 0;
     if ctx.caps.networked {
@@ -162,6 +162,9 @@ async fn answer(
     match tokio::time::timeout(ANSWER_WITHIN, op).await {
         Err(_) => Err(format!("{what} did not answer within {ANSWER_WITHIN:?}")),
         Ok(Ok(v)) => Err(format!("{what} answered Ok({v})")),
-        Ok(Err(_)) => Ok(()),
+        Ok(Err(e)) => match crate::bad_input::report_defect(&e) {
+            None => Ok(()),
+            Some(defect) => Err(format!("{what}: {defect}")),
+        },
     }
 }

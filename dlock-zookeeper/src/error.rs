@@ -5,25 +5,33 @@ use zookeeper_client as zk;
 
 pub(crate) const KIND: &str = "zookeeper";
 
-/// An error from one request on `path`.
+/// An error from one request on `path`: the client's error is the source,
+/// the message says where and what it means.
 pub(crate) fn op_error(op: &'static str, path: &str, e: zk::Error) -> Error {
     let hint = match &e {
         zk::Error::NoAuth => {
-            " — the node's ACL does not grant this identity: check the user:password \
-             (digest auth) in the URL, or use a root path this identity created"
+            return Error::denied(
+                KIND,
+                op,
+                format!(
+                    "at {path}: the node's ACL does not grant this identity; check the \
+                     user:password (digest auth) in the URL, or use a root path this identity created"
+                ),
+                Some(Box::new(e)),
+            )
         }
         zk::Error::ConnectionLoss | zk::Error::Timeout => {
-            " — the connection to ZooKeeper broke; the client reconnects within the session"
+            "; the connection to ZooKeeper broke, the client reconnects within the session"
         }
         zk::Error::SessionExpired | zk::Error::ClientClosed => {
-            " — the ZooKeeper session ended; every lock held on it is lost and the next call opens a new session"
+            "; the ZooKeeper session ended, every lock held on it is lost and the next call opens a new session"
         }
         _ => "",
     };
     Error::Backend {
         backend: KIND,
         operation: op,
-        message: format!("{e} at {path}{hint}"),
+        message: format!("at {path}{hint}"),
         source: Some(Box::new(e)),
     }
 }

@@ -171,38 +171,48 @@ impl Session {
         }
         let hosts = cfg.connect_string();
         let started = BootInstant::now();
-        let client =
-            match tokio::time::timeout(cfg.connect_timeout, connector.connect(&hosts)).await {
-                Err(_) => {
-                    return Err(Error::connect(
-                        KIND,
-                        cfg.target(),
-                        format!(
+        let client = match tokio::time::timeout(cfg.connect_timeout, connector.connect(&hosts))
+            .await
+        {
+            Err(_) => {
+                return Err(Error::connect(
+                    KIND,
+                    cfg.target(),
+                    format!(
                         "no session established within connect_timeout={:?}: is ZooKeeper running \
                          and reachable at {hosts}?",
                         cfg.connect_timeout
                     ),
-                        None,
-                    ))
-                }
-                Ok(Err(e)) => {
-                    let msg = match &e {
-                        zk::Error::NoHosts => format!(
+                    None,
+                ))
+            }
+            Ok(Err(e)) => {
+                let msg = match &e {
+                    zk::Error::NoHosts => format!(
                         "no server at {hosts} accepted a connection: is ZooKeeper running there?"
                     ),
-                        zk::Error::Timeout => format!(
-                            "no session established within the session timeout: is ZooKeeper \
-                         running and reachable at {hosts}?"
-                        ),
-                        zk::Error::AuthFailed => {
-                            "the server rejected the credentials in the URL".to_string()
-                        }
-                        other => format!("{other}"),
-                    };
-                    return Err(Error::connect(KIND, cfg.target(), msg, Some(Box::new(e))));
-                }
-                Ok(Ok(c)) => c,
-            };
+                    zk::Error::Timeout => format!(
+                        "no session established within the session timeout: is ZooKeeper \
+                             running and reachable at {hosts}?"
+                    ),
+                    zk::Error::AuthFailed => {
+                        return Err(Error::denied(
+                            KIND,
+                            "connect",
+                            format!(
+                                "{} rejected the credentials in the URL: check the \
+                                     user:password (digest auth)",
+                                cfg.target()
+                            ),
+                            Some(Box::new(e)),
+                        ))
+                    }
+                    _ => String::new(),
+                };
+                return Err(Error::connect(KIND, cfg.target(), msg, Some(Box::new(e))));
+            }
+            Ok(Ok(c)) => c,
+        };
         let timeout = client.session_timeout();
         let request_timeout = cfg.request_timeout.unwrap_or(timeout);
         let (dead, _) = watch::channel(None);
@@ -252,21 +262,28 @@ impl Session {
     /// Creates the root path when missing and proves this identity may read it.
     async fn ensure_root(&self, client: &zk::Client) -> Result<()> {
         let root = &self.cfg.root;
-        let fail = |what: &str, e: zk::Error| {
-            let hint = match e {
-                zk::Error::NoAuth => match &self.cfg.user {
+        let fail = |what: &str, e: zk::Error| match e {
+            zk::Error::NoAuth => Error::denied(
+                KIND,
+                "connect",
+                match &self.cfg.user {
                     Some(u) => format!(
-                        "not authorized to {what} {root}: its ACL does not grant digest user {u:?} \
+                        "may not {what} {root}: its ACL does not grant digest user {u:?} \
                          — the password in the URL is wrong, or another identity owns this root"
                     ),
                     None => format!(
-                        "not authorized to {what} {root}: its ACL requires credentials — put \
+                        "may not {what} {root}: its ACL requires credentials — put \
                          user:password in the URL (digest auth) or choose another root path"
                     ),
                 },
-                ref other => format!("cannot {what} {root}: {other}"),
-            };
-            Error::connect(KIND, self.cfg.target(), hint, Some(Box::new(e)))
+                Some(Box::new(e)),
+            ),
+            e => Error::connect(
+                KIND,
+                self.cfg.target(),
+                format!("cannot {what} {root}"),
+                Some(Box::new(e)),
+            ),
         };
         let exists = client
             .check_stat(root)

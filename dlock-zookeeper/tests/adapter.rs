@@ -91,8 +91,10 @@ async fn wrong_digest_password_is_a_clear_error() {
     let secret = "Wr0ng-S3cret";
     let wrong = url_for(&host, Some(&format!("alice:{secret}")), &root, "");
     let e = ZookeeperBackend::connect(&wrong).await.unwrap_err();
-    let msg = e.to_string();
-    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    let msg = format!("{e:#}");
+    assert!(matches!(e, Error::Denied { .. }), "{e:?}");
+    assert!(!e.is_transient(), "{e:#}");
+    assert_eq!(dlock_testkit::bad_input::report_defect(&e), None);
     assert!(
         msg.contains("not authorized") && msg.contains("password"),
         "{msg}"
@@ -106,6 +108,7 @@ async fn wrong_digest_password_is_a_clear_error() {
     let anon = url_for(&host, None, &root, "");
     let e = ZookeeperBackend::connect(&anon).await.unwrap_err();
     assert!(e.to_string().contains("requires credentials"), "{e}");
+    assert!(matches!(e, Error::Denied { .. }), "{e:?}");
 
     // The right identity on a second connection sees the lock held.
     let b2 = Arc::new(ZookeeperBackend::connect(&right).await.unwrap());

@@ -519,9 +519,9 @@ async fn fire(
             return JobOutcome::Skipped;
         }
         Err(e) => {
-            tracing::warn!(error = %e, "dlock: could not take the job lock; this firing did not run here");
+            tracing::warn!(error = %format_args!("{e:#}"), "dlock: could not take the job lock; this firing did not run here");
             return JobOutcome::LockError {
-                error: e.to_string(),
+                error: format!("{e:#}"),
             };
         }
     };
@@ -560,7 +560,7 @@ async fn fire(
         (End::Aborted, _) => JobOutcome::Cancelled { token },
         (End::Done(r), released) => {
             if let Err(e) = released {
-                tracing::warn!(error = %e, "dlock: releasing the job lock failed; it expires by itself after lock_for");
+                tracing::warn!(error = %format_args!("{e:#}"), "dlock: releasing the job lock failed; it expires by itself after lock_for");
             }
             match r {
                 Ok(()) => JobOutcome::Ran { token, took },
