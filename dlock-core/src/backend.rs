@@ -39,6 +39,9 @@ pub struct Capabilities {
     pub server_clock: bool,
     /// Whether [`LockBackend::list`] can enumerate the held locks.
     pub list: bool,
+    /// Whether backends in different processes, connected to the same
+    /// URL, share locks. False only for an in-process store (tests).
+    pub shared_across_processes: bool,
 }
 
 impl Capabilities {
@@ -56,6 +59,7 @@ impl Capabilities {
             poll_interval: Duration::from_millis(200),
             server_clock: true,
             list: false,
+            shared_across_processes: true,
         }
     }
 

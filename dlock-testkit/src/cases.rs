@@ -36,6 +36,9 @@ pub struct Needs {
     pub list: bool,
     /// The backend declares it cannot list held locks.
     pub no_list: bool,
+    /// Holders in other processes (the suite's child processes) share locks
+    /// with this one.
+    pub processes: bool,
 }
 
 impl Needs {
@@ -49,6 +52,7 @@ impl Needs {
             && (!self.server_clock || caps.server_clock)
             && (!self.list || caps.list)
             && (!self.no_list || !caps.list)
+            && (!self.processes || caps.shared_across_processes)
     }
 }
 
@@ -119,6 +123,7 @@ pub fn cases() -> Vec<Case> {
             "at_least_after_exit",
             Needs {
                 at_least_survives_exit: true,
+                processes: true,
                 ..none
             },
             at_least_after_exit,
@@ -127,6 +132,7 @@ pub fn cases() -> Vec<Case> {
             "at_least_after_exit_without_release",
             Needs {
                 at_least_survives_exit: true,
+                processes: true,
                 ..none
             },
             validity_cases::at_least_after_exit_without_release,
@@ -136,7 +142,10 @@ pub fn cases() -> Vec<Case> {
         case("wait_honours_timeout", none, wait_honours_timeout),
         case(
             "wait_runs_out_as_none_after_a_pause",
-            none,
+            Needs {
+                processes: true,
+                ..none
+            },
             waiting_cases::wait_runs_out_as_none_after_a_pause,
         ),
         case(
@@ -221,11 +230,19 @@ pub fn cases() -> Vec<Case> {
             "skewed_client_clock",
             Needs {
                 server_clock: true,
+                processes: true,
                 ..none
             },
             skewed_client_clock,
         ),
-        case("sigkill_frees_lock", none, sigkill_frees_lock),
+        case(
+            "sigkill_frees_lock",
+            Needs {
+                processes: true,
+                ..none
+            },
+            sigkill_frees_lock,
+        ),
         case("concurrency_no_overlap", none, concurrency_no_overlap),
         case("inspect_reports_holder", none, inspect_reports_holder),
         case("force_release_frees_lock", none, force_release_frees_lock),
@@ -1173,17 +1190,26 @@ async fn concurrency_no_overlap(ctx: Ctx) -> CaseResult {
     // turning scheduling delays into expiries.
     let lease = ctx.lease_at_least(Duration::from_secs(10));
     let mut children = Vec::new();
+    let mut set = tokio::task::JoinSet::new();
     for p in 0..PROCS {
-        children.push(ctx.spawn_child(Role::Work {
-            names: names.clone(),
-            tasks: PROC_TASKS,
-            per_task: PER_TASK,
-            lease_ms: ms(lease),
-            owner: format!("proc{p}"),
-        })?);
+        if ctx.caps.shared_across_processes {
+            children.push(ctx.spawn_child(Role::Work {
+                names: names.clone(),
+                tasks: PROC_TASKS,
+                per_task: PER_TASK,
+                lease_ms: ms(lease),
+                owner: format!("proc{p}"),
+            })?);
+        } else {
+            // An in-process store: each "process" is a connection of its own.
+            let backend: Arc<dyn LockBackend> = ctx.fresh().await?;
+            for t in 0..PROC_TASKS {
+                let l = ctx.locker_on(&backend, &format!("proc{p}-{t}"));
+                set.spawn(work(l, names.clone(), PER_TASK, lease, t % 2 == 1));
+            }
+        }
     }
     let backend: Arc<dyn LockBackend> = ctx.fresh().await?;
-    let mut set = tokio::task::JoinSet::new();
     for t in 0..TASKS {
         let l = ctx.locker_on(&backend, &format!("task{t}"));
         let names = names.clone();

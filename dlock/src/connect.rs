@@ -18,6 +18,12 @@ pub struct BackendScheme {
 /// Every backend dlock knows, whether or not this build includes it.
 pub const SCHEMES: &[BackendScheme] = &[
     BackendScheme {
+        backend: "memory",
+        schemes: &["memory"],
+        feature: "memory",
+        enabled: cfg!(feature = "memory"),
+    },
+    BackendScheme {
         backend: "sqlite",
         schemes: &["sqlite"],
         feature: "sqlite",
@@ -112,6 +118,10 @@ fn feature_off(entry: &BackendScheme, scheme: &str) -> Error {
 
 #[allow(unused_variables, clippy::needless_return)]
 async fn connect_enabled(backend: &str, url: &str) -> Result<Locker> {
+    #[cfg(feature = "memory")]
+    if backend == "memory" {
+        return dlock_memory::MemoryBackend::connect(url).map(Locker::new);
+    }
     #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     if matches!(backend, "sqlite" | "postgres" | "mysql") {
         return dlock_sql::connect(url).await.map(Locker::from_arc);

@@ -24,6 +24,8 @@ pub mod backend {
 mod connect;
 pub use connect::{connect, supported_schemes, BackendScheme, SCHEMES};
 
+pub mod test;
+
 mod try_lock;
 #[doc(hidden)]
 pub use try_lock::__private;
@@ -47,6 +49,11 @@ pub mod schedule;
     doc(cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql")))
 )]
 pub use dlock_sql as sql;
+
+/// The in-process backend for tests (`memory://`).
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub use dlock_memory as memory;
 
 /// The etcd adapter.
 #[cfg(feature = "etcd")]
