@@ -54,7 +54,13 @@ pub struct Cli {
 impl std::fmt::Debug for Cli {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cli")
-            .field("url", &self.url.as_deref().map(crate::redact::url))
+            .field(
+                "url",
+                &self
+                    .url
+                    .as_deref()
+                    .map(dlock::backend::url_options::redact_url),
+            )
             .field("verbose", &self.verbose)
             .field("quiet", &self.quiet)
             .field("command", &self.command)

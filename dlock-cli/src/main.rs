@@ -4,7 +4,6 @@
 mod cli;
 mod exit;
 mod group;
-mod redact;
 mod release;
 mod run;
 mod signals;

@@ -6,11 +6,11 @@ use crate::config::ConsulConfig;
 use crate::http::Http;
 use crate::record::{Handle, Holder};
 use crate::KIND;
-use dlock_core::BootInstant;
 use dlock_core::{
     async_trait, new_acquisition_id, Capabilities, Error, FencingToken, Lease, LockBackend,
     LockInfo, LockName, LockSpec, Result,
 };
+use dlock_core::{BootInstant, ConnectOptions};
 use futures::future::BoxFuture;
 use std::time::Duration;
 
@@ -55,7 +55,15 @@ impl ConsulBackend {
     /// (see [`ConsulConfig`]) and checks that it has a leader and that the
     /// ACL token may read under the prefix.
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::with_config(ConsulConfig::from_url(url)?).await
+        Self::connect_with(url, &ConnectOptions::new()).await
+    }
+
+    /// Like [`ConsulBackend::connect`], with `options` taking precedence
+    /// over the URL (the ACL token kept out of it; the TLS roots).
+    pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let mut config = ConsulConfig::from_url(url)?;
+        config.apply(options)?;
+        Self::with_config(config).await
     }
 
     /// Like [`ConsulBackend::connect`], from a parsed configuration.

@@ -1,6 +1,8 @@
 //! Connection settings, read from a `consul://` or `consul+https://` URL.
 
-use dlock_core::{Error, Result};
+use dlock_core::url_options::{check_timeout, QueryOptions};
+use dlock_core::{ConnectOptions, Error, Result, TlsRoots};
+use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,13 +12,21 @@ pub const DEFAULT_HTTP_PORT: u16 = 8500;
 pub const DEFAULT_HTTPS_PORT: u16 = 8501;
 /// Key prefix used when the URL has no path.
 pub const DEFAULT_PREFIX: &str = "dlock";
-/// The longest `request_timeout` or `connect_timeout` accepted: one hour.
-/// Anything longer is a mistake (a unit typo), and is refused rather than
-/// silently shortened.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest `request_timeout` or `connect_timeout` accepted: one hour
+/// (the same limit in every adapter).
+pub use dlock_core::url_options::MAX_TIMEOUT;
 
-const KNOWN_OPTIONS: &str =
-    "token, token_file, dc, request_timeout, connect_timeout, ca_file, watch_loss";
+/// The URL options this adapter understands.
+pub const KNOWN_OPTIONS: &[&str] = &[
+    "token",
+    "token_file",
+    "dc",
+    "request_timeout",
+    "connect_timeout",
+    "ca_file",
+    "tls_roots",
+    "watch_loss",
+];
 
 /// Where and how to reach Consul, parsed from a URL:
 ///
@@ -51,6 +61,9 @@ pub struct ConsulConfig {
     /// Deadline for opening a TCP/TLS connection (`connect_timeout=`,
     /// default 2 s, at most [`MAX_TIMEOUT`]).
     pub connect_timeout: Duration,
+    /// The root certificates `consul+https://` trusts (`tls_roots=webpki|system`,
+    /// default webpki: the built-in Mozilla roots, as on every dlock backend).
+    pub tls_roots: TlsRoots,
     /// Extra PEM CA certificate(s) to trust for `consul+https://` (`ca_file=`).
     pub ca_file: Option<PathBuf>,
     /// Whether each held guard keeps a blocking query open on its key, so
@@ -59,7 +72,7 @@ pub struct ConsulConfig {
     /// at the next extension and when the lease runs out; each watch holds
     /// one HTTP connection (Consul allows 200 per client IP by default).
     pub watch_loss: bool,
-    token: Option<String>,
+    token: Option<SecretString>,
 }
 
 impl std::fmt::Debug for ConsulConfig {
@@ -71,6 +84,7 @@ impl std::fmt::Debug for ConsulConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls_roots", &self.tls_roots)
             .field("ca_file", &self.ca_file)
             .field("watch_loss", &self.watch_loss)
             .finish()
@@ -141,27 +155,31 @@ impl ConsulConfig {
             datacenter: None,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
+            tls_roots: TlsRoots::default(),
             ca_file: None,
             watch_loss: true,
             token: None,
         };
-        let mut token_file = None;
-        for (k, v) in parsed.query_pairs() {
-            match k.as_ref() {
-                "token" => config.token = Some(v.into_owned()),
-                "token_file" => token_file = Some(PathBuf::from(v.as_ref())),
-                "dc" => config.datacenter = Some(v.into_owned()),
-                "request_timeout" => config.request_timeout = parse_duration(&k, &v)?,
-                "connect_timeout" => config.connect_timeout = parse_duration(&k, &v)?,
-                "ca_file" => config.ca_file = Some(PathBuf::from(v.as_ref())),
-                "watch_loss" => config.watch_loss = parse_bool(&k, &v)?,
-                other => {
-                    return Err(Error::InvalidConfig(format!(
-                        "unknown Consul URL option {other:?}; known: {KNOWN_OPTIONS}"
-                    )))
-                }
-            }
+        let mut q = QueryOptions::parse("Consul", parsed.query().unwrap_or_default());
+        let token = q.secret("token");
+        let token_file = q.take("token_file").map(PathBuf::from);
+        config.datacenter = q.take("dc");
+        if let Some(d) = q.duration("request_timeout")? {
+            config.request_timeout = d;
         }
+        if let Some(d) = q.duration("connect_timeout")? {
+            config.connect_timeout = d;
+        }
+        config.ca_file = q.take("ca_file").map(PathBuf::from);
+        let roots = q.take(TlsRoots::URL_OPTION);
+        if let Some(r) = &roots {
+            config.tls_roots = r.parse()?;
+        }
+        if let Some(b) = q.bool("watch_loss")? {
+            config.watch_loss = b;
+        }
+        q.finish(KNOWN_OPTIONS)?;
+        config.token = token;
         if let Some(path) = token_file {
             if config.token.is_some() {
                 return Err(Error::InvalidConfig(
@@ -174,7 +192,7 @@ impl ConsulConfig {
                     path.display()
                 ))
             })?;
-            config.token = Some(text.trim().to_string());
+            config.token = Some(SecretString::from(text.trim()));
         }
         if let Some(t) = config.token.take() {
             config.set_token(t)?;
@@ -182,9 +200,9 @@ impl ConsulConfig {
         if let Some(dc) = &config.datacenter {
             validate_datacenter(dc)?;
         }
-        if config.ca_file.is_some() && !https {
+        if (config.ca_file.is_some() || roots.is_some()) && !https {
             return Err(Error::InvalidConfig(
-                "ca_file= only makes sense with consul+https://".into(),
+                "ca_file= and tls_roots= only make sense with consul+https://".into(),
             ));
         }
         config.check_timeouts()?;
@@ -198,15 +216,16 @@ impl ConsulConfig {
         check_timeout("connect_timeout", self.connect_timeout)
     }
 
-    /// Sets (or replaces) the ACL token sent as `X-Consul-Token`.
-    pub fn set_token(&mut self, token: impl Into<String>) -> Result<()> {
-        let token = token.into();
-        if token.is_empty() {
+    /// Sets (or replaces) the ACL token sent as `X-Consul-Token`, so it
+    /// never has to appear in a URL.
+    pub fn set_token(&mut self, token: SecretString) -> Result<()> {
+        let text = token.expose_secret();
+        if text.is_empty() {
             return Err(Error::InvalidConfig(
                 "the Consul ACL token is empty; leave token= out to use the anonymous token".into(),
             ));
         }
-        if !token.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        if !text.bytes().all(|b| (0x21..0x7f).contains(&b)) {
             return Err(Error::InvalidConfig(
                 "the Consul ACL token contains characters an HTTP header cannot carry \
                  (spaces, control or non-ASCII characters); check how it was copied"
@@ -217,6 +236,28 @@ impl ConsulConfig {
         Ok(())
     }
 
+    /// Applies `options` over what the URL said: the ACL token (so it can
+    /// stay out of the URL) and the TLS roots. Consul has no passwords.
+    pub fn apply(&mut self, options: &ConnectOptions) -> Result<()> {
+        options.refuse(
+            "consul",
+            &["user", "password"],
+            "Consul authenticates with an ACL token (ConnectOptions::token)",
+        )?;
+        if let Some(t) = &options.token {
+            self.set_token(t.clone())?;
+        }
+        if let Some(r) = options.tls_roots {
+            if !self.https {
+                return Err(Error::InvalidConfig(
+                    "ConnectOptions::tls_roots only makes sense with consul+https://".into(),
+                ));
+            }
+            self.tls_roots = r;
+        }
+        Ok(())
+    }
+
     /// Whether an ACL token is configured (the token itself is never exposed
     /// through `Debug` or errors).
     pub fn has_token(&self) -> bool {
@@ -224,7 +265,7 @@ impl ConsulConfig {
     }
 
     pub(crate) fn token(&self) -> Option<&str> {
-        self.token.as_deref()
+        self.token.as_ref().map(|t| t.expose_secret())
     }
 
     /// `http://host:port` or `https://host:port`: where requests go. No secrets.
@@ -269,35 +310,6 @@ fn validate_datacenter(dc: &str) -> Result<()> {
     {
         return Err(Error::InvalidConfig(format!(
             "Consul datacenter {dc:?} is not a datacenter name ([A-Za-z0-9_.-], 1..=64 bytes)"
-        )));
-    }
-    Ok(())
-}
-
-fn parse_bool(key: &str, v: &str) -> Result<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(Error::InvalidConfig(format!(
-            "{key} must be true or false, got {v:?}"
-        ))),
-    }
-}
-
-fn parse_duration(key: &str, v: &str) -> Result<Duration> {
-    let d = humantime::parse_duration(v).map_err(|e| {
-        Error::InvalidConfig(format!(
-            "{key}={v:?} is not a duration like 5s or 250ms: {e}"
-        ))
-    })?;
-    check_timeout(key, d)?;
-    Ok(d)
-}
-
-fn check_timeout(key: &str, d: Duration) -> Result<()> {
-    if d.is_zero() || d > MAX_TIMEOUT {
-        return Err(Error::InvalidConfig(format!(
-            "{key} must be greater than zero and at most 1h, got {d:?}"
         )));
     }
     Ok(())

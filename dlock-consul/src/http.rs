@@ -4,7 +4,7 @@
 
 use crate::config::ConsulConfig;
 use crate::KIND;
-use dlock_core::{Error, Result};
+use dlock_core::{Error, Result, TlsRoots};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -77,7 +77,15 @@ impl Http {
             // Honour the URL's host:port exactly; an HTTP(S)_PROXY variable
             // meant for other traffic must not reroute lock requests.
             .no_proxy()
-            .user_agent(concat!("dlock-consul/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("dlock-consul/", env!("CARGO_PKG_VERSION")))
+            // One root policy on every dlock backend (TlsRoots).
+            .tls_built_in_webpki_certs(config.tls_roots == TlsRoots::Webpki)
+            .tls_built_in_native_certs(config.tls_roots == TlsRoots::System);
+        if config.tls_roots == TlsRoots::CaFileOnly && config.ca_file.is_none() {
+            return Err(Error::InvalidConfig(
+                "tls_roots=ca_file_only needs ca_file= (the CA to trust)".into(),
+            ));
+        }
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path).map_err(|e| {
                 Error::InvalidConfig(format!(

@@ -74,10 +74,10 @@ mod waiting;
 
 pub use backend::{ConsulBackend, MAX_TTL, MIN_TTL};
 pub use config::{
-    ConsulConfig, DEFAULT_HTTPS_PORT, DEFAULT_HTTP_PORT, DEFAULT_PREFIX, MAX_TIMEOUT,
+    ConsulConfig, DEFAULT_HTTPS_PORT, DEFAULT_HTTP_PORT, DEFAULT_PREFIX, KNOWN_OPTIONS, MAX_TIMEOUT,
 };
 
-use dlock_core::{LockBackend, Result};
+use dlock_core::{ConnectOptions, LockBackend, Result};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,5 +97,10 @@ pub const EXPIRY_SLACK: Duration = Duration::from_secs(21);
 
 /// Connects a Consul backend from a `consul://` or `consul+https://` URL.
 pub async fn connect(url: &str) -> Result<Arc<dyn LockBackend>> {
-    Ok(Arc::new(ConsulBackend::connect(url).await?))
+    connect_with(url, &ConnectOptions::new()).await
+}
+
+/// Like [`connect`], with `options` taking precedence over the URL.
+pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Arc<dyn LockBackend>> {
+    Ok(Arc::new(ConsulBackend::connect_with(url, options).await?))
 }

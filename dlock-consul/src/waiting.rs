@@ -4,6 +4,7 @@
 use crate::backend::ConsulBackend;
 use crate::record::Holder;
 use crate::KIND;
+use dlock_core::backoff::Backoff;
 use dlock_core::{jittered, Lease, LockName, Result};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -78,13 +79,13 @@ impl ConsulBackend {
             // A guard released within this never costs the agent a watch.
             tokio::time::sleep(WATCH_DELAY).await;
             let mut index = 0u64;
-            let mut backoff = Duration::from_millis(250);
+            let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
             loop {
                 let started = Instant::now();
                 let block = (index > 0).then_some((index, MAX_BLOCK));
                 match http.get_key("watch lease", &key, false, block).await {
                     Ok((entry, new_index)) => {
-                        backoff = Duration::from_millis(250);
+                        backoff.reset();
                         if verdict(entry).is_some() {
                             // Confirm with a consistent read before reporting.
                             match http.get_key("watch lease", &key, true, None).await {
@@ -111,8 +112,7 @@ impl ConsulBackend {
                     }
                     Err(e) => {
                         tracing::debug!(backend = KIND, error = %e, "dlock: lease watch failed; retrying");
-                        tokio::time::sleep(jittered(backoff)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        tokio::time::sleep(backoff.next_delay()).await;
                         index = 0;
                     }
                 }

@@ -82,6 +82,23 @@ async fn management_token_works_and_stays_hidden() {
     b.release(&lease).await.unwrap();
 }
 
+#[tokio::test]
+async fn the_token_can_stay_out_of_the_url() {
+    let token = env("DLOCK_TEST_CONSUL_ACL_TOKEN");
+    let opts = dlock_core::ConnectOptions::new().token(token.clone());
+    let b = ConsulBackend::connect_with(&acl_url(""), &opts)
+        .await
+        .unwrap();
+    assert!(!format!("{b:?}").contains(&token), "Debug shows the token");
+    let lease = b.try_acquire(&spec("acl/kept-out")).await.unwrap().unwrap();
+    b.release(&lease).await.unwrap();
+    // A password means nothing to Consul: refused, never ignored.
+    let e = ConsulBackend::connect_with(&acl_url(""), &opts.clone().password("x"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("ConnectOptions::password"), "{e}");
+}
+
 /// A token that may read keys and write sessions but not write keys: connect
 /// works, acquire is a clear `Err` (never `Ok(None)`), naming the rule it lacks.
 #[tokio::test]

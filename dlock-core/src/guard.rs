@@ -345,7 +345,8 @@ async fn watchdog(
         Some(f) => f.fuse(),
         None => futures::future::pending::<String>().boxed().fuse(),
     };
-    let mut retry_delay = Duration::from_millis(50);
+    // Jittered: many guards that failed on one coordinator outage retry apart.
+    let mut retry = crate::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         let Some(s) = shared.upgrade() else { return };
         if s.validity.check().is_some() {
@@ -376,13 +377,12 @@ async fn watchdog(
         let deadline = s.validity.deadline();
         tokio::select! {
             r = s.renew() => match r {
-                Ok(()) => retry_delay = Duration::from_millis(50),
+                Ok(()) => retry.reset(),
                 Err(e) if e.is_lock_lost() => return,
                 Err(e) => {
                     let lease_len = s.lease().at_most;
                     tracing::warn!(backend = s.backend.kind(), lock = %s.validity.name(), error = %format_args!("{e:#}"), "dlock: keep-alive failed, retrying");
-                    let pause = retry_delay.min(lease_len / 10);
-                    retry_delay = (retry_delay * 2).min(Duration::from_secs(2));
+                    let pause = retry.next_delay().min(lease_len / 10);
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         reason = &mut loss => { s.validity.mark_lost(reason); return; }

@@ -8,17 +8,21 @@
 //! picks adapters by cargo feature and URL.
 
 mod backend;
+pub mod backoff;
 pub mod clock;
+mod connect_options;
 mod error;
 mod guard;
 mod lease;
 mod locker;
 mod name;
 mod spec;
+pub mod url_options;
 mod validity;
 
 pub use backend::{jittered, Capabilities, LockBackend};
 pub use clock::BootInstant;
+pub use connect_options::{ConnectOptions, TlsRoots};
 pub use error::{with_deadline, BoxError, Error, Result};
 pub use guard::{LockGuard, LostSignal};
 pub use lease::{local_valid_until, new_acquisition_id, FencingToken, Lease, LockInfo};
@@ -29,3 +33,5 @@ pub use validity::ValidityBound;
 
 /// Re-exported so adapters implement [`LockBackend`] with the same macro.
 pub use async_trait::async_trait;
+/// Secrets (passwords, tokens): `Debug` prints `[REDACTED]`.
+pub use secrecy::{ExposeSecret, SecretString};

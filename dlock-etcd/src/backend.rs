@@ -7,8 +7,8 @@ use crate::handle::{ttl_secs, Handle};
 use crate::{waiting, KIND};
 use dlock_core::BootInstant;
 use dlock_core::{
-    async_trait, new_acquisition_id, Capabilities, Error, FencingToken, Lease, LockBackend,
-    LockInfo, LockName, LockSpec, Result,
+    async_trait, new_acquisition_id, Capabilities, ConnectOptions, Error, FencingToken, Lease,
+    LockBackend, LockInfo, LockName, LockSpec, Result,
 };
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
@@ -186,7 +186,14 @@ impl EtcdBackend {
     /// Fails within `connect_timeout` when no endpoint is reachable or the
     /// credentials are refused.
     pub async fn connect(url: &str) -> Result<Self> {
-        let config = EtcdConfig::parse(url)?;
+        Self::connect_with(url, &ConnectOptions::new()).await
+    }
+
+    /// Like [`EtcdBackend::connect`], with `options` taking precedence over
+    /// the URL (a user and password kept out of it; the TLS roots).
+    pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let mut config = EtcdConfig::parse(url)?;
+        config.apply(options)?;
         Self::with_config(config).await
     }
 

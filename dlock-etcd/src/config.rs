@@ -1,7 +1,9 @@
 //! [`EtcdConfig`]: everything an `etcd://` / `etcds://` URL says.
 
-use dlock_core::{Error, Result};
+use dlock_core::url_options::{check_timeout, QueryOptions};
+use dlock_core::{ConnectOptions, Error, Result, TlsRoots};
 use percent_encoding::percent_decode_str;
+use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,20 +14,26 @@ pub const DEFAULT_PORT: u16 = 2379;
 /// Key prefix used when the URL has no path.
 pub const DEFAULT_PREFIX: &str = "dlock";
 
-/// The longest `connect_timeout` or `request_timeout` accepted: one hour.
-/// Anything longer is a mistake (a unit typo), not a deadline anyone waits
-/// out, and is refused rather than silently shortened.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest `connect_timeout` or `request_timeout` accepted: one hour
+/// (the same limit in every adapter).
+pub use dlock_core::url_options::MAX_TIMEOUT;
 
 /// The URL options this adapter understands.
-pub const KNOWN_OPTIONS: &str =
-    "connect_timeout, request_timeout, ca_file, cert_file, key_file, tls_domain";
+pub const KNOWN_OPTIONS: &[&str] = &[
+    "connect_timeout",
+    "request_timeout",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "tls_domain",
+    "tls_roots",
+];
 
 /// Connection settings parsed from
 /// `etcd[s]://[user:password@]host:port[,host:port...][/prefix][?options]`.
 ///
 /// `Debug` never shows the password.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct EtcdConfig {
     /// `host:port` of every endpoint, in URL order (IPv6 hosts in brackets).
     pub endpoints: Vec<String>,
@@ -35,9 +43,12 @@ pub struct EtcdConfig {
     pub prefix: String,
     /// User name for etcd authentication (URL userinfo).
     pub user: Option<String>,
-    password: Option<String>,
-    /// PEM file with the CA certificate(s) that signed the servers'
-    /// certificates (`ca_file=`). Without it the system roots are used.
+    password: Option<SecretString>,
+    /// The root certificates TLS trusts (`tls_roots=webpki|system`, default
+    /// webpki: the built-in Mozilla roots, as on every dlock backend).
+    pub tls_roots: TlsRoots,
+    /// PEM file with CA certificate(s) to trust besides [`EtcdConfig::tls_roots`],
+    /// e.g. the private CA that signed the servers' certificates (`ca_file=`).
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate for mutual TLS (`cert_file=`, with `key_file=`).
     pub cert_file: Option<PathBuf>,
@@ -61,6 +72,7 @@ impl fmt::Debug for EtcdConfig {
             .field("prefix", &self.prefix)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls_roots", &self.tls_roots)
             .field("ca_file", &self.ca_file)
             .field("cert_file", &self.cert_file)
             .field("key_file", &self.key_file)
@@ -118,7 +130,9 @@ impl EtcdConfig {
                         "the etcd URL has an empty user name before '@'".into(),
                     ));
                 }
-                let p = p.map(|p| decode("password", p)).transpose()?;
+                let p = p
+                    .map(|p| decode("password", p).map(SecretString::from))
+                    .transpose()?;
                 (Some(u), p)
             }
         };
@@ -139,6 +153,7 @@ impl EtcdConfig {
             prefix,
             user,
             password,
+            tls_roots: TlsRoots::default(),
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -146,28 +161,30 @@ impl EtcdConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
         };
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            match k.as_ref() {
-                "connect_timeout" => cfg.connect_timeout = parse_duration("connect_timeout", &v)?,
-                "request_timeout" => cfg.request_timeout = parse_duration("request_timeout", &v)?,
-                "ca_file" => cfg.ca_file = Some(non_empty("ca_file", &v)?.into()),
-                "cert_file" => cfg.cert_file = Some(non_empty("cert_file", &v)?.into()),
-                "key_file" => cfg.key_file = Some(non_empty("key_file", &v)?.into()),
-                "tls_domain" => cfg.tls_domain = Some(non_empty("tls_domain", &v)?),
-                other => {
-                    return Err(Error::InvalidConfig(format!(
-                        "unknown etcd URL option {other:?}; known: {KNOWN_OPTIONS}"
-                    )))
-                }
-            }
+        let mut q = QueryOptions::parse("etcd", query);
+        if let Some(d) = q.duration("connect_timeout")? {
+            cfg.connect_timeout = d;
         }
-        let tls_opts = cfg.ca_file.is_some()
+        if let Some(d) = q.duration("request_timeout")? {
+            cfg.request_timeout = d;
+        }
+        cfg.ca_file = q.non_empty("ca_file")?.map(PathBuf::from);
+        cfg.cert_file = q.non_empty("cert_file")?.map(PathBuf::from);
+        cfg.key_file = q.non_empty("key_file")?.map(PathBuf::from);
+        cfg.tls_domain = q.non_empty("tls_domain")?;
+        let roots = q.take(TlsRoots::URL_OPTION);
+        if let Some(r) = &roots {
+            cfg.tls_roots = r.parse()?;
+        }
+        q.finish(KNOWN_OPTIONS)?;
+        let tls_opts = roots.is_some()
+            || cfg.ca_file.is_some()
             || cfg.cert_file.is_some()
             || cfg.key_file.is_some()
             || cfg.tls_domain.is_some();
         if tls_opts && !cfg.tls {
             return Err(Error::InvalidConfig(
-                "ca_file, cert_file, key_file and tls_domain need TLS: use the etcds:// scheme"
+                "tls_roots, ca_file, cert_file, key_file and tls_domain need TLS: use the etcds:// scheme"
                     .into(),
             ));
         }
@@ -189,7 +206,42 @@ impl EtcdConfig {
 
     /// The password from the URL, if any. Never logged.
     pub fn password(&self) -> Option<&str> {
-        self.password.as_deref()
+        self.password.as_ref().map(|p| p.expose_secret())
+    }
+
+    /// Sets the password (instead of one in the URL), so it never has to
+    /// appear in a URL, a command line or an environment dump.
+    pub fn set_password(&mut self, password: SecretString) {
+        self.password = Some(password);
+    }
+
+    /// Applies `options` over what the URL said. etcd has no tokens.
+    pub fn apply(&mut self, options: &ConnectOptions) -> Result<()> {
+        options.refuse(
+            "etcd",
+            &["token"],
+            "etcd authenticates with a user and password",
+        )?;
+        if let Some(u) = &options.user {
+            self.user = Some(u.clone());
+        }
+        if let Some(p) = &options.password {
+            self.password = Some(p.clone());
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return Err(Error::InvalidConfig(
+                "etcd authentication needs both a user and a password".into(),
+            ));
+        }
+        if let Some(r) = options.tls_roots {
+            if !self.tls {
+                return Err(Error::InvalidConfig(
+                    "ConnectOptions::tls_roots needs TLS: use the etcds:// scheme".into(),
+                ));
+            }
+            self.tls_roots = r;
+        }
+        Ok(())
     }
 
     /// The endpoints joined for messages (no secrets).
@@ -209,34 +261,6 @@ fn decode(what: &str, s: &str) -> Result<String> {
         .decode_utf8()
         .map(|c| c.into_owned())
         .map_err(|_| Error::InvalidConfig(format!("the {what} in the etcd URL is not valid UTF-8")))
-}
-
-fn non_empty(key: &str, v: &str) -> Result<String> {
-    if v.is_empty() {
-        return Err(Error::InvalidConfig(format!(
-            "etcd URL option {key} is empty"
-        )));
-    }
-    Ok(v.to_string())
-}
-
-fn parse_duration(key: &str, v: &str) -> Result<Duration> {
-    let d = humantime::parse_duration(v).map_err(|e| {
-        Error::InvalidConfig(format!(
-            "{key}={v:?} is not a duration like 5s or 250ms: {e}"
-        ))
-    })?;
-    check_timeout(key, d)?;
-    Ok(d)
-}
-
-fn check_timeout(key: &str, d: Duration) -> Result<()> {
-    if d.is_zero() || d > MAX_TIMEOUT {
-        return Err(Error::InvalidConfig(format!(
-            "{key} must be greater than zero and at most 1h, got {d:?}"
-        )));
-    }
-    Ok(())
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port` -> `host:port`.

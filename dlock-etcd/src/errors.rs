@@ -20,6 +20,11 @@ pub(crate) enum Class {
 
 pub(crate) fn classify(e: &etcd_client::Error) -> Class {
     let msg = match e {
+        // A transport failure's text may say "Permission denied" (EACCES
+        // from a sandbox): only etcd's own statuses are refusals.
+        etcd_client::Error::GRpcStatus(s) if i32::from(s.code()) == grpc_code::UNAVAILABLE => {
+            return Class::Other
+        }
         etcd_client::Error::GRpcStatus(s) => s.message().to_string(),
         etcd_client::Error::LeaseKeepAliveError(m) => m.clone(),
         _ => return Class::Other,
@@ -76,6 +81,7 @@ mod grpc_code {
     pub const OUT_OF_RANGE: i32 = 11;
     pub const UNIMPLEMENTED: i32 = 12;
     pub const UNAUTHENTICATED: i32 = 16;
+    pub const UNAVAILABLE: i32 = 14;
 }
 
 /// What to check when the failure looks like a TLS problem: the gRPC

@@ -46,7 +46,7 @@ mod waiting;
 pub use backend::EtcdBackend;
 pub use config::{EtcdConfig, DEFAULT_PORT, DEFAULT_PREFIX, MAX_TIMEOUT};
 
-use dlock_core::{LockBackend, Result};
+use dlock_core::{ConnectOptions, LockBackend, Result};
 use std::sync::Arc;
 
 /// Backend kind, as reported by [`LockBackend::kind`].
@@ -54,5 +54,10 @@ pub const KIND: &str = "etcd";
 
 /// Connects an etcd backend for `url` (`etcd://` or `etcds://`).
 pub async fn connect(url: &str) -> Result<Arc<dyn LockBackend>> {
-    Ok(Arc::new(EtcdBackend::connect(url).await?))
+    connect_with(url, &ConnectOptions::new()).await
+}
+
+/// Like [`connect`], with `options` taking precedence over the URL.
+pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Arc<dyn LockBackend>> {
+    Ok(Arc::new(EtcdBackend::connect_with(url, options).await?))
 }

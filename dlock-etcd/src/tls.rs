@@ -2,7 +2,7 @@
 
 use crate::config::EtcdConfig;
 use crate::KIND;
-use dlock_core::{Error, Result};
+use dlock_core::{Error, Result, TlsRoots};
 use etcd_client::{Certificate, Identity, TlsOptions};
 use std::path::Path;
 
@@ -15,14 +15,24 @@ fn read(what: &str, path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Builds the client TLS options: the CA from `ca_file` (else the system
-/// roots), a client identity from `cert_file` + `key_file`, and an optional
-/// server name override.
+/// Builds the client TLS options: the roots `tls_roots` names plus the CA
+/// from `ca_file`, a client identity from `cert_file` + `key_file`, and an
+/// optional server name override.
 pub(crate) fn options(config: &EtcdConfig) -> Result<TlsOptions> {
-    let mut tls = TlsOptions::new();
-    match &config.ca_file {
-        Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(read("CA (ca_file)", ca)?)),
-        None => tls = tls.with_native_roots(),
+    let mut tls = match config.tls_roots {
+        TlsRoots::System => TlsOptions::new().with_native_roots(),
+        TlsRoots::CaFileOnly => {
+            if config.ca_file.is_none() {
+                return Err(Error::InvalidConfig(
+                    "tls_roots=ca_file_only needs ca_file= (the CA to trust)".into(),
+                ));
+            }
+            TlsOptions::new()
+        }
+        _ => TlsOptions::new().with_webpki_roots(),
+    };
+    if let Some(ca) = &config.ca_file {
+        tls = tls.ca_certificate(Certificate::from_pem(read("CA (ca_file)", ca)?));
     }
     if let (Some(cert), Some(key)) = (&config.cert_file, &config.key_file) {
         tls = tls.identity(Identity::from_pem(

@@ -1,6 +1,7 @@
 //! Watches: waiters woken by the key's deletion, and a guard's loss signal.
 
 use crate::client::{deadline_in, Inner};
+use dlock_core::backoff::Backoff;
 use dlock_core::{jittered, Error, Lease, LockName, Result};
 use etcd_client::{EventType, GetOptions, WatchFilterType, WatchOptions, WatchStream};
 use futures::future::BoxFuture;
@@ -87,10 +88,10 @@ pub(crate) fn loss_signal(inner: Arc<Inner>, lease: &Lease) -> BoxFuture<'static
     let token = i64::try_from(lease.token.get()).unwrap_or(i64::MAX);
     async move {
         let mut from = token.saturating_add(1);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             if let Ok(mut stream) = watch_deletes(&inner, &key, from).await {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 while let Ok(Some(resp)) = stream.message().await {
                     if resp
                         .events()
@@ -112,8 +113,7 @@ pub(crate) fn loss_signal(inner: Arc<Inner>, lease: &Lease) -> BoxFuture<'static
                     }
                 }
             }
-            tokio::time::sleep(jittered(backoff)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
     .boxed()

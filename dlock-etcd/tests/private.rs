@@ -200,6 +200,22 @@ async fn credentials_are_checked_with_clear_errors() {
     assert!(e.to_string().contains("user:password@"), "{e}");
     eprintln!("no credentials: {e}");
 
+    // The password kept out of the URL: ConnectOptions gives it.
+    let opts = dlock_core::ConnectOptions::new()
+        .user("app")
+        .password("apppw");
+    let b = EtcdBackend::connect_with(&format!("etcd://{ep}/app"), &opts)
+        .await
+        .unwrap();
+    assert!(!format!("{b:?}").contains("apppw"));
+    let l = b.try_acquire(&spec("kept-out")).await.unwrap().unwrap();
+    b.release(&l).await.unwrap();
+    let opts = dlock_core::ConnectOptions::new().password("Wr0ngPass");
+    let e = EtcdBackend::connect_with(&format!("etcd://root:x@{ep}/app"), &opts)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Denied { .. }), "{e:?}");
+
     // Right credentials: locks work.
     let b = EtcdBackend::connect(&format!("etcd://app:apppw@{ep}/app"))
         .await
@@ -364,6 +380,30 @@ async fn mutual_tls_with_ca_and_client_certificate() {
     .unwrap_err();
     assert!(matches!(e, Error::Connect { .. }), "{e:?}");
     eprintln!("wrong CA: {e}");
+
+    // Either root policy trusts the URL's CA on top of its own roots.
+    for roots in ["webpki", "system", "ca_file_only"] {
+        let b = EtcdBackend::connect(&format!("{good}&tls_roots={roots}"))
+            .await
+            .unwrap_or_else(|e| panic!("tls_roots={roots}: {e:#}"));
+        assert!(b.try_acquire(&spec(roots)).await.unwrap().is_some());
+    }
+    // Without the CA, neither the built-in nor the OS roots trust a
+    // private CA: the policy adds, it never trusts everything.
+    let no_ca = format!(
+        "etcds://{ep}/tls?cert_file={}&key_file={}&connect_timeout=3s",
+        f(&pki, "client.pem"),
+        f(&pki, "client.key")
+    );
+    for roots in [dlock_core::TlsRoots::Webpki, dlock_core::TlsRoots::System] {
+        let opts = dlock_core::ConnectOptions::new().tls_roots(roots);
+        let e = EtcdBackend::connect_with(&no_ca, &opts).await.unwrap_err();
+        assert!(matches!(e, Error::Connect { .. }), "{roots:?}: {e:?}");
+    }
+    let e = EtcdBackend::connect(&format!("{no_ca}&tls_roots=ca_file_only"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("needs ca_file"), "{e}");
 
     // Plain etcd:// to a TLS-only server: an error, not a hang.
     let t = Instant::now();

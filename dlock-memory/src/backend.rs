@@ -2,6 +2,7 @@
 
 use crate::store::{self, Row, Store};
 use crate::KIND;
+use dlock_core::url_options::redact_url;
 use dlock_core::{
     async_trait, new_acquisition_id, BootInstant, Capabilities, Error, FencingToken, Lease,
     LockBackend, LockInfo, LockName, LockSpec, Result,
@@ -66,22 +67,26 @@ impl MemoryBackend {
     /// makes a private store. The URL takes no options. Connecting to a
     /// store made unavailable is [`Error::Connect`].
     pub fn connect(url: &str) -> Result<Self> {
+        let shown = redact_url(url);
         let parsed = url::Url::parse(url)
-            .map_err(|e| Error::InvalidConfig(format!("memory URL {url:?}: {e}")))?;
+            .map_err(|e| Error::InvalidConfig(format!("memory URL {shown:?}: {e}")))?;
         if parsed.scheme() != "memory" {
             return Err(Error::InvalidConfig(format!(
-                "{url:?} is not a memory:// URL"
+                "{shown:?} is not a memory:// URL"
             )));
         }
         if let Some((key, _)) = parsed.query_pairs().next() {
             return Err(Error::InvalidConfig(format!(
-                "memory URL {url:?}: unknown option {key:?}; memory:// takes no options"
+                "memory URL {shown:?}: unknown option {key:?}; memory:// takes no options"
             )));
         }
-        if !matches!(parsed.path(), "" | "/") || parsed.username() != "" || parsed.port().is_some()
+        if !matches!(parsed.path(), "" | "/")
+            || !parsed.username().is_empty()
+            || parsed.password().is_some()
+            || parsed.port().is_some()
         {
             return Err(Error::InvalidConfig(format!(
-                "memory URL {url:?}: write memory://NAME (a store name only) or memory:// (a private store)"
+                "memory URL {shown:?}: write memory://NAME (a store name only) or memory:// (a private store)"
             )));
         }
         let backend = match parsed.host_str() {

@@ -1,5 +1,6 @@
 //! Options shared by the SQL adapters, read from URL query parameters.
 
+use dlock_core::url_options::{check_timeout, QueryOptions};
 use dlock_core::{Error, Result};
 use std::time::Duration;
 
@@ -7,9 +8,18 @@ use std::time::Duration;
 pub const DEFAULT_TABLE: &str = "dlock_locks";
 
 /// The longest timeout option accepted (`connect_timeout`,
-/// `statement_timeout`, SQLite's `busy_timeout`): one hour. Anything longer
-/// is a mistake (a unit typo), and is refused rather than silently shortened.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// `statement_timeout`, SQLite's `busy_timeout`): one hour (the same limit
+/// in every adapter).
+pub use dlock_core::url_options::MAX_TIMEOUT;
+
+/// The URL options every SQL adapter understands.
+pub const COMMON_OPTIONS: &[&str] = &[
+    "table",
+    "create_table",
+    "pool_size",
+    "connect_timeout",
+    "statement_timeout",
+];
 
 /// The `acquire_timeout` given to every pool the adapters build: longer than
 /// any statement can take, so it never fires first.
@@ -52,34 +62,29 @@ impl Default for SqlOptions {
 }
 
 impl SqlOptions {
-    /// Takes the dlock options out of `query` (a `k=v&k=v` string) and returns
-    /// the remaining pairs for the driver. `allow_schema` permits `schema.table`.
-    pub fn take_from_query(
-        query: &str,
-        allow_schema: bool,
-    ) -> Result<(Self, Vec<(String, String)>)> {
+    /// Takes the [`COMMON_OPTIONS`] out of `q`, leaving the rest to the
+    /// adapter. `allow_schema` permits `schema.table`.
+    pub(crate) fn take_from(q: &mut QueryOptions, allow_schema: bool) -> Result<Self> {
         let mut opts = SqlOptions::default();
-        let mut rest = Vec::new();
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            match k.as_ref() {
-                "table" => opts.table = v.into_owned(),
-                "create_table" => opts.create_table = parse_bool("create_table", &v)?,
-                "pool_size" => {
-                    opts.pool_size = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                        Error::InvalidConfig(format!(
-                            "pool_size must be a whole number >= 1, got {v:?}"
-                        ))
-                    })?
-                }
-                "connect_timeout" => opts.connect_timeout = parse_duration("connect_timeout", &v)?,
-                "statement_timeout" => {
-                    opts.statement_timeout = parse_duration("statement_timeout", &v)?
-                }
-                _ => rest.push((k.into_owned(), v.into_owned())),
-            }
+        if let Some(t) = q.take("table") {
+            opts.table = t;
+        }
+        if let Some(b) = q.bool("create_table")? {
+            opts.create_table = b;
+        }
+        if let Some(v) = q.take("pool_size") {
+            opts.pool_size = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                Error::InvalidConfig(format!("pool_size must be a whole number >= 1, got {v:?}"))
+            })?;
+        }
+        if let Some(d) = q.duration("connect_timeout")? {
+            opts.connect_timeout = d;
+        }
+        if let Some(d) = q.duration("statement_timeout")? {
+            opts.statement_timeout = d;
         }
         validate_table(&opts.table, allow_schema)?;
-        Ok((opts, rest))
+        Ok(opts)
     }
 
     /// `InvalidConfig` unless both timeouts are in `(0, MAX_TIMEOUT]`: the
@@ -89,38 +94,6 @@ impl SqlOptions {
         check_timeout("connect_timeout", self.connect_timeout)?;
         check_timeout("statement_timeout", self.statement_timeout)
     }
-}
-
-/// Parses `true/false/1/0/yes/no`.
-pub fn parse_bool(key: &str, v: &str) -> Result<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(Error::InvalidConfig(format!(
-            "{key} must be true or false, got {v:?}"
-        ))),
-    }
-}
-
-/// Parses a human duration such as `5s`, `250ms`, `1m`.
-pub fn parse_duration(key: &str, v: &str) -> Result<Duration> {
-    let d = humantime::parse_duration(v).map_err(|e| {
-        Error::InvalidConfig(format!(
-            "{key}={v:?} is not a duration like 5s or 250ms: {e}"
-        ))
-    })?;
-    check_timeout(key, d)?;
-    Ok(d)
-}
-
-/// `InvalidConfig` naming `key` unless `d` is in `(0, MAX_TIMEOUT]`.
-pub fn check_timeout(key: &str, d: Duration) -> Result<()> {
-    if d.is_zero() || d > MAX_TIMEOUT {
-        return Err(Error::InvalidConfig(format!(
-            "{key} must be greater than zero and at most 1h, got {d:?}"
-        )));
-    }
-    Ok(())
 }
 
 /// Checks a table name: an identifier of letters, digits and `_`, not
@@ -250,7 +223,11 @@ pub(crate) struct NetUrl {
     /// `user=` from the query, if given.
     pub user: Option<String>,
     /// `password=` from the query, if given.
-    pub password: Option<String>,
+    pub password: Option<secrecy::SecretString>,
+    /// `tls_roots=` (default webpki).
+    pub tls_roots: dlock_core::TlsRoots,
+    /// The options kept for the driver (also in `driver_url`).
+    pub driver_options: Vec<(String, String)>,
     /// The adapter's own extra options (`own_keys`), in order.
     pub extra: Vec<(String, String)>,
 }
@@ -297,41 +274,26 @@ pub(crate) fn split_net_url(
         // The url crate's message never contains the input.
         Error::InvalidConfig(format!("{kind} URL does not parse: {e}"))
     })?;
-    let query = parsed.query().unwrap_or("").to_owned();
-    let (opts, extra) = SqlOptions::take_from_query(&query, allow_schema)?;
-    let mut user = None;
-    let mut password = None;
-    let mut kept = Vec::new();
-    let mut own = Vec::new();
-    for (k, v) in extra {
-        match k.as_str() {
-            "user" => user = Some(v),
-            "password" => password = Some(v),
-            _ if own_keys.contains(&k.as_str()) => own.push((k, v)),
-            _ if driver_keys.contains(&k.as_str()) => kept.push((k, v)),
-            _ => {
-                let mut known = vec![
-                    "table",
-                    "create_table",
-                    "pool_size",
-                    "connect_timeout",
-                    "statement_timeout",
-                    "user",
-                    "password",
-                ];
-                known.extend_from_slice(own_keys);
-                known.extend_from_slice(driver_keys);
-                return Err(Error::InvalidConfig(format!(
-                    "unknown {kind} URL option {k:?}; known: {}",
-                    known.join(", ")
-                )));
-            }
-        }
-    }
+    let mut q = QueryOptions::parse(kind, parsed.query().unwrap_or(""));
+    let opts = SqlOptions::take_from(&mut q, allow_schema)?;
+    let user = q.take("user");
+    let password = q.secret("password");
+    let tls_roots = q
+        .take(dlock_core::TlsRoots::URL_OPTION)
+        .map(|r| r.parse())
+        .transpose()?
+        .unwrap_or_default();
+    let own = q.take_all(own_keys);
+    let kept = q.take_all(driver_keys);
+    let mut known = COMMON_OPTIONS.to_vec();
+    known.extend_from_slice(&["user", "password", dlock_core::TlsRoots::URL_OPTION]);
+    known.extend_from_slice(own_keys);
+    known.extend_from_slice(driver_keys);
+    q.finish(&known)?;
     if kept.is_empty() {
         parsed.set_query(None);
     } else {
-        parsed.query_pairs_mut().clear().extend_pairs(kept);
+        parsed.query_pairs_mut().clear().extend_pairs(&kept);
     }
     let host = parsed.host_str().unwrap_or("localhost");
     let port = parsed.port().unwrap_or(default_port);
@@ -343,8 +305,52 @@ pub(crate) fn split_net_url(
         opts,
         user,
         password,
+        tls_roots,
+        driver_options: kept,
         extra: own,
     })
+}
+
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+impl NetUrl {
+    /// Applies `options` over what the URL said. SQL databases have no tokens.
+    pub fn apply(
+        &mut self,
+        kind: &'static str,
+        options: &dlock_core::ConnectOptions,
+    ) -> Result<()> {
+        options.refuse(
+            kind,
+            &["token"],
+            "SQL databases authenticate with a user and password",
+        )?;
+        if let Some(u) = &options.user {
+            self.user = Some(u.clone());
+        }
+        if let Some(p) = &options.password {
+            self.password = Some(p.clone());
+        }
+        if let Some(r) = options.tls_roots {
+            self.tls_roots = r;
+        }
+        if self.tls_roots == dlock_core::TlsRoots::CaFileOnly {
+            return Err(Error::unsupported(
+                kind,
+                "tls_roots=ca_file_only: sqlx always trusts its built-in roots besides the CA \
+                 file; use tls_roots=webpki with the CA file, and sslmode=verify-full / \
+                 ssl-mode=verify_identity",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The value of the first driver option among `keys`.
+    pub fn driver_value(&self, keys: &[&str]) -> Option<&str> {
+        self.driver_options
+            .iter()
+            .find(|(k, _)| keys.contains(&k.as_str()))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -369,19 +375,21 @@ mod tests {
         assert!(validate_table("a.b.c", true).is_err());
     }
 
+    fn take(query: &str) -> Result<(SqlOptions, QueryOptions)> {
+        let mut q = QueryOptions::parse("sqlite", query);
+        SqlOptions::take_from(&mut q, false).map(|o| (o, q))
+    }
+
     #[test]
     fn options() {
-        let (o, rest) = SqlOptions::take_from_query(
-            "table=t1&create_table=false&mode=rwc&connect_timeout=2s",
-            false,
-        )
-        .unwrap();
+        let (o, mut rest) =
+            take("table=t1&create_table=false&mode=rwc&connect_timeout=2s").unwrap();
         assert_eq!(o.table, "t1");
         assert!(!o.create_table);
         assert_eq!(o.connect_timeout, Duration::from_secs(2));
-        assert_eq!(rest, vec![("mode".to_string(), "rwc".to_string())]);
-        assert!(SqlOptions::take_from_query("pool_size=0", false).is_err());
-        assert!(SqlOptions::take_from_query("connect_timeout=soon", false).is_err());
-        assert!(SqlOptions::take_from_query("table=a;b", false).is_err());
+        assert_eq!(rest.take("mode").as_deref(), Some("rwc"));
+        assert!(take("pool_size=0").is_err());
+        assert!(take("connect_timeout=soon").is_err());
+        assert!(take("table=a;b").is_err());
     }
 }

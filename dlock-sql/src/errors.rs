@@ -71,11 +71,20 @@ pub(crate) fn op_error(
     e: sqlx::Error,
 ) -> Error {
     match refusal {
-        Refusal::Privilege | Refusal::Credentials => Error::denied(
+        Refusal::Privilege => Error::denied(
             kind,
             op,
             "the user lacks a privilege on the lock table: GRANT it SELECT, INSERT, UPDATE \
              and DELETE (and CREATE, for create_table=true)",
+            Some(Box::new(e)),
+        ),
+        // A pool connection opened after the first one was refused: the
+        // password was changed (or the user dropped or locked) since.
+        Refusal::Credentials => Error::denied(
+            kind,
+            op,
+            "the server refused the credentials of a new pool connection: were the password \
+             or the user changed since connect?",
             Some(Box::new(e)),
         ),
         Refusal::NoDatabase | Refusal::Other => Error::backend(kind, op, e),

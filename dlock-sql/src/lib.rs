@@ -20,6 +20,9 @@ mod sqlite;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteBackend;
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod tls;
+
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
@@ -39,6 +42,15 @@ use std::sync::Arc;
 /// `postgresql:`, `mysql:`, `mariadb:`), as far as this build's features
 /// include it.
 pub async fn connect(url: &str) -> Result<Arc<dyn LockBackend>> {
+    connect_with(url, &dlock_core::ConnectOptions::new()).await
+}
+
+/// Like [`connect`], with `options` taking precedence over the URL. SQLite
+/// takes none of them (it is a file: no user, password or TLS).
+pub async fn connect_with(
+    url: &str,
+    options: &dlock_core::ConnectOptions,
+) -> Result<Arc<dyn LockBackend>> {
     let scheme = url
         .split(':')
         .next()
@@ -46,11 +58,20 @@ pub async fn connect(url: &str) -> Result<Arc<dyn LockBackend>> {
         .to_ascii_lowercase();
     match scheme.as_str() {
         #[cfg(feature = "sqlite")]
-        "sqlite" => Ok(Arc::new(SqliteBackend::connect(url).await?)),
+        "sqlite" => {
+            options.refuse(
+                "sqlite",
+                &["user", "password", "token", "tls_roots"],
+                "SQLite is a file, with no login and no TLS",
+            )?;
+            Ok(Arc::new(SqliteBackend::connect(url).await?))
+        }
         #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => Ok(Arc::new(PostgresBackend::connect(url).await?)),
+        "postgres" | "postgresql" => {
+            Ok(Arc::new(PostgresBackend::connect_with(url, options).await?))
+        }
         #[cfg(feature = "mysql")]
-        "mysql" | "mariadb" => Ok(Arc::new(MysqlBackend::connect(url).await?)),
+        "mysql" | "mariadb" => Ok(Arc::new(MysqlBackend::connect_with(url, options).await?)),
         other => Err(Error::InvalidConfig(format!(
             "dlock-sql cannot handle URL scheme {other:?} in this build (features: {})",
             enabled_features().join(", ")

@@ -3,11 +3,13 @@
 
 use crate::config::{self, micros, quote_table, SqlOptions};
 use crate::errors::{self, Refusal};
+use crate::tls;
 use dlock_core::BootInstant;
 use dlock_core::{
     async_trait, new_acquisition_id, with_deadline, Capabilities, Error, FencingToken, Lease,
     LockBackend, LockInfo, LockName, LockSpec, Result,
 };
+use dlock_core::{ConnectOptions, TlsRoots};
 use sqlx::mysql::{
     MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
     MySqlQueryResult,
@@ -140,7 +142,13 @@ impl MysqlBackend {
     /// Fails with a clear [`Error::Connect`] within `connect_timeout` when the
     /// server is unreachable or refuses the credentials.
     pub async fn connect(url: &str) -> Result<Self> {
-        let net = config::split_net_url(
+        Self::connect_with(url, &ConnectOptions::new()).await
+    }
+
+    /// Like [`MysqlBackend::connect`], with `options` taking precedence over
+    /// the URL (a user and password kept out of it; the TLS roots).
+    pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let mut net = config::split_net_url(
             KIND,
             url,
             &["mysql", "mariadb"],
@@ -150,6 +158,7 @@ impl MysqlBackend {
             &[],
             DRIVER_KEYS,
         )?;
+        net.apply(KIND, options)?;
         let mut connect_opts = MySqlConnectOptions::from_str(&net.driver_url).map_err(|e| {
             Error::InvalidConfig(format!(
                 "mysql URL for {} is not accepted by the driver: {}",
@@ -161,7 +170,11 @@ impl MysqlBackend {
             connect_opts = connect_opts.username(u);
         }
         if let Some(p) = &net.password {
-            connect_opts = connect_opts.password(p);
+            connect_opts = connect_opts.password(secrecy::ExposeSecret::expose_secret(p));
+        }
+        if net.tls_roots == TlsRoots::System {
+            let ca = net.driver_value(&["ssl-ca", "sslca"]);
+            connect_opts = connect_opts.ssl_ca_from_pem(tls::system_roots_pem(KIND, ca)?);
         }
         if connect_opts.get_database().is_none_or(str::is_empty) {
             return Err(Error::InvalidConfig(format!(
@@ -301,10 +314,17 @@ fn refusal(e: &sqlx::Error) -> Refusal {
         .and_then(|d| d.try_downcast_ref::<MySqlDatabaseError>())
         .map(MySqlDatabaseError::number);
     match number {
-        // ER_ACCESS_DENIED_ERROR; ER_ACCESS_DENIED_NO_PASSWORD_ERROR (auth plugin)
-        Some(1045) | Some(1698) => Refusal::Credentials,
-        // database, table, column, routine or global privilege missing
-        Some(1044) | Some(1142) | Some(1143) | Some(1227) | Some(1370) => Refusal::Privilege,
+        // ER_ACCESS_DENIED_ERROR; ER_ACCESS_DENIED_NO_PASSWORD_ERROR (auth
+        // plugin); ER_NOT_SUPPORTED_AUTH_MODE; password expired (must be
+        // changed); ER_ACCOUNT_HAS_BEEN_LOCKED
+        Some(1045) | Some(1698) | Some(1251) | Some(1820) | Some(1862) | Some(3118) => {
+            Refusal::Credentials
+        }
+        // this host may not connect; database, table, column, routine or
+        // global privilege missing
+        Some(1130) | Some(1044) | Some(1142) | Some(1143) | Some(1227) | Some(1370) => {
+            Refusal::Privilege
+        }
         Some(1049) => Refusal::NoDatabase,
         _ => Refusal::Other,
     }

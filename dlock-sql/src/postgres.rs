@@ -3,11 +3,14 @@
 
 use crate::config::{self, micros, quote_table, SqlOptions};
 use crate::errors::{self, Refusal};
+use crate::tls;
+use dlock_core::backoff::Backoff;
 use dlock_core::BootInstant;
 use dlock_core::{
     async_trait, jittered, new_acquisition_id, with_deadline, Capabilities, Error, Lease,
     LockBackend, LockInfo, LockName, LockSpec, Result,
 };
+use dlock_core::{ConnectOptions, TlsRoots};
 use sqlx::postgres::types::PgInterval;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Executor, Row};
@@ -146,7 +149,13 @@ impl PostgresBackend {
     /// Fails with a clear [`Error::Connect`] within `connect_timeout` when the
     /// server is unreachable or refuses the credentials.
     pub async fn connect(url: &str) -> Result<Self> {
-        let net = config::split_net_url(
+        Self::connect_with(url, &ConnectOptions::new()).await
+    }
+
+    /// Like [`PostgresBackend::connect`], with `options` taking precedence
+    /// over the URL (a user and password kept out of it; the TLS roots).
+    pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let mut net = config::split_net_url(
             KIND,
             url,
             &["postgres", "postgresql"],
@@ -156,10 +165,11 @@ impl PostgresBackend {
             &["transaction_pooling"],
             DRIVER_KEYS,
         )?;
+        net.apply(KIND, options)?;
         let mut tx_pooling = false;
         for (k, v) in &net.extra {
             if k == "transaction_pooling" {
-                tx_pooling = config::parse_bool(k, v)?;
+                tx_pooling = dlock_core::url_options::parse_bool(k, v)?;
             }
         }
         let mut connect_opts = PgConnectOptions::from_str(&net.driver_url).map_err(|e| {
@@ -173,7 +183,11 @@ impl PostgresBackend {
             connect_opts = connect_opts.username(u);
         }
         if let Some(p) = &net.password {
-            connect_opts = connect_opts.password(p);
+            connect_opts = connect_opts.password(secrecy::ExposeSecret::expose_secret(p));
+        }
+        if net.tls_roots == TlsRoots::System {
+            let ca = net.driver_value(&["sslrootcert", "ssl-root-cert", "ssl-ca"]);
+            connect_opts = connect_opts.ssl_root_cert_from_pem(tls::system_roots_pem(KIND, ca)?);
         }
         let opts = net.opts;
         let target = net.target;
@@ -756,7 +770,7 @@ async fn listen_loop(
     state: watch::Sender<ListenState>,
     connect_timeout: Duration,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let started = tokio::time::timeout(connect_timeout, async {
             let mut l = PgListener::connect_with(&pool).await?;
@@ -769,19 +783,17 @@ async fn listen_loop(
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, %channel, "postgres LISTEN failed; waiters poll");
                 state.send_replace(ListenState::Down);
-                tokio::time::sleep(jittered(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
             Err(_) => {
                 tracing::debug!(%channel, "postgres LISTEN timed out; waiters poll");
                 state.send_replace(ListenState::Down);
-                tokio::time::sleep(jittered(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
-        backoff = Duration::from_millis(200);
+        backoff.reset();
         state.send_replace(ListenState::Ready);
         let _ = tx.send(Wake::All);
         loop {

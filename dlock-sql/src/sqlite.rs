@@ -2,6 +2,8 @@
 
 use crate::config::{self, micros, quote_table, SqlOptions};
 use crate::errors::Refusal;
+use dlock_core::backoff::Backoff;
+use dlock_core::url_options::QueryOptions;
 use dlock_core::BootInstant;
 use dlock_core::{
     async_trait, new_acquisition_id, with_deadline, Capabilities, Error, Lease, LockBackend,
@@ -97,19 +99,12 @@ impl SqliteBackend {
         };
         let rest = rest.strip_prefix("//").unwrap_or(rest);
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (opts, extra) = SqlOptions::take_from_query(query, false)?;
-        let mut busy = Duration::from_secs(5);
-        for (k, v) in extra {
-            match k.as_str() {
-                "busy_timeout" => busy = config::parse_duration("busy_timeout", &v)?,
-                _ => {
-                    return Err(Error::InvalidConfig(format!(
-                        "unknown sqlite URL option {k:?}; known: table, create_table, pool_size, \
-                         connect_timeout, statement_timeout, busy_timeout"
-                    )))
-                }
-            }
-        }
+        let mut q = QueryOptions::parse(KIND, query);
+        let opts = SqlOptions::take_from(&mut q, false)?;
+        let busy = q
+            .duration("busy_timeout")?
+            .unwrap_or(Duration::from_secs(5));
+        q.finish(&[config::COMMON_OPTIONS, &["busy_timeout"]].concat())?;
         let path = percent_encoding::percent_decode_str(path)
             .decode_utf8()
             .map_err(|_| Error::InvalidConfig(format!("sqlite path {path:?} is not valid UTF-8")))?
@@ -158,7 +153,7 @@ impl SqliteBackend {
                 .max_lifetime(None);
         }
         let pool = with_deadline("connect to sqlite", opts.connect_timeout, async {
-            let mut pause = Duration::from_millis(5);
+            let mut pause = Backoff::exact(Duration::from_millis(5), Duration::from_millis(100));
             loop {
                 match pool_opts.clone().connect_with(connect_opts.clone()).await {
                     // Two processes opening a fresh file at once: switching
@@ -166,8 +161,7 @@ impl SqliteBackend {
                     // wait for, so one of them gets SQLITE_BUSY. The file is
                     // fine; open again until connect_timeout.
                     Err(e) if is_busy(&e) => {
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(100));
+                        tokio::time::sleep(pause.next_delay()).await;
                     }
                     r => break r,
                 }
@@ -391,11 +385,13 @@ impl LockBackend for SqliteBackend {
 
 /// SQLITE_BUSY (5) or SQLITE_LOCKED (6), extended codes included: another
 /// connection holds a lock.
-/// SQLITE_READONLY (the file or its directory is not writable for this
-/// process) and SQLITE_AUTH are refusals a retry cannot fix.
+/// SQLITE_READONLY itself (the file is not writable for this process) and
+/// SQLITE_READONLY_DIRECTORY (nor its directory) are refusals a retry
+/// cannot fix. The other read-only codes are not: READONLY_RECOVERY (264)
+/// passes once another connection finished recovery, for one.
 fn refusal(e: &sqlx::Error) -> Refusal {
-    match primary_code(e) {
-        Some(8) | Some(23) => Refusal::Privilege,
+    match extended_code(e) {
+        Some(8) | Some(1544) => Refusal::Privilege,
         _ => Refusal::Other,
     }
 }
@@ -413,12 +409,16 @@ fn op_error(op: &'static str, e: sqlx::Error) -> Error {
     }
 }
 
-/// The primary result code (the low byte of an extended code).
-fn primary_code(e: &sqlx::Error) -> Option<u32> {
+/// The (extended) result code sqlx reports.
+fn extended_code(e: &sqlx::Error) -> Option<u32> {
     e.as_database_error()
         .and_then(|d| d.code())
         .and_then(|c| c.parse::<u32>().ok())
-        .map(|c| c & 0xff)
+}
+
+/// The primary result code (the low byte of an extended code).
+fn primary_code(e: &sqlx::Error) -> Option<u32> {
+    extended_code(e).map(|c| c & 0xff)
 }
 
 fn is_busy(e: &sqlx::Error) -> bool {

@@ -256,6 +256,28 @@ async fn wrong_password_is_a_clear_error_fast() {
 }
 
 #[tokio::test]
+async fn connect_with_keeps_the_password_out_of_the_url() {
+    let full = url::Url::parse(&base_url()).unwrap();
+    let password = full.password().unwrap().to_string();
+    let mut bare = full.clone();
+    bare.set_password(None).unwrap();
+    let table = fresh_table();
+    let url = with_query(bare.as_str(), &format!("table={table}"));
+    let opts = dlock_core::ConnectOptions::new()
+        .password(password.clone())
+        .tls_roots(dlock_core::TlsRoots::System);
+    let b = MysqlBackend::connect_with(&url, &opts).await.unwrap();
+    let l = b.try_acquire(&spec("job", 30)).await.unwrap().unwrap();
+    b.release(&l).await.unwrap();
+    let wrong = dlock_core::ConnectOptions::new().password("definitely-wrong");
+    let e = MysqlBackend::connect_with(full.as_str(), &wrong)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Denied { .. }), "{e:?}");
+    drop_table(&b, &table).await;
+}
+
+#[tokio::test]
 async fn a_database_the_user_may_not_use_is_denied() {
     let mut url = url::Url::parse(&base_url()).unwrap();
     url.set_path("/mysql");

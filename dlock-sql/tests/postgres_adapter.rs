@@ -175,6 +175,47 @@ async fn wrong_password_is_a_clear_error_fast() {
 }
 
 #[tokio::test]
+async fn connect_with_keeps_the_password_out_of_the_url() {
+    let full = url::Url::parse(&base_url()).unwrap();
+    let password = full.password().unwrap().to_string();
+    let mut bare = full.clone();
+    bare.set_password(None).unwrap();
+    let table = fresh_table();
+    let url = with_query(bare.as_str(), &format!("table={table}"));
+    let opts = dlock_core::ConnectOptions::new().password(password.clone());
+    let b = PostgresBackend::connect_with(&url, &opts).await.unwrap();
+    let l = b.try_acquire(&spec("job", 30)).await.unwrap().unwrap();
+    b.release(&l).await.unwrap();
+
+    // The OS roots can be chosen (this connection has no TLS; the store is
+    // still read, so an unreadable one would fail here).
+    let system = opts.clone().tls_roots(dlock_core::TlsRoots::System);
+    PostgresBackend::connect_with(&url, &system).await.unwrap();
+    let e = PostgresBackend::connect(&with_query(full.as_str(), "tls_roots=os"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("tls_roots must be webpki"), "{e}");
+    let e = PostgresBackend::connect(&with_query(full.as_str(), "tls_roots=ca_file_only"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+
+    // Options override the URL: a wrong one fails as Denied.
+    let wrong = dlock_core::ConnectOptions::new().password("definitely-wrong");
+    let e = PostgresBackend::connect_with(full.as_str(), &wrong)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Denied { .. }), "{e:?}");
+    // A token means nothing to PostgreSQL: refused, never ignored.
+    let token = dlock_core::ConnectOptions::new().token("t");
+    let e = PostgresBackend::connect_with(full.as_str(), &token)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("ConnectOptions::token"), "{e}");
+    drop_table(&b, &table).await;
+}
+
+#[tokio::test]
 async fn missing_table_privilege_is_denied_not_transient() {
     let (b, table) = backend().await;
     // The owner gives up its own rights on the table: what a role without

@@ -48,7 +48,15 @@ impl ZookeeperBackend {
     ///
     /// Fails within `connect_timeout` when no server answers.
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::with_config(ZkConfig::parse(url)?).await
+        Self::connect_with(url, &dlock_core::ConnectOptions::new()).await
+    }
+
+    /// Like [`ZookeeperBackend::connect`], with `options` taking precedence
+    /// over the URL (digest credentials kept out of it).
+    pub async fn connect_with(url: &str, options: &dlock_core::ConnectOptions) -> Result<Self> {
+        let mut cfg = ZkConfig::parse(url)?;
+        cfg.apply(options)?;
+        Self::with_config(cfg).await
     }
 
     /// Connects with an already parsed configuration.
@@ -234,7 +242,17 @@ impl LockBackend for ZookeeperBackend {
 
 /// Connects and returns the backend behind the trait object `dlock::connect` uses.
 pub async fn connect(url: &str) -> Result<Arc<dyn LockBackend>> {
-    Ok(Arc::new(ZookeeperBackend::connect(url).await?))
+    connect_with(url, &dlock_core::ConnectOptions::new()).await
+}
+
+/// Like [`connect`], with `options` taking precedence over the URL.
+pub async fn connect_with(
+    url: &str,
+    options: &dlock_core::ConnectOptions,
+) -> Result<Arc<dyn LockBackend>> {
+    Ok(Arc::new(
+        ZookeeperBackend::connect_with(url, options).await?,
+    ))
 }
 
 /// Whether an acquire failed because its session had ended (expired or

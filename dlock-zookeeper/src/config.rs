@@ -1,6 +1,8 @@
 //! The `zk://` URL: hosts, root path, digest credentials and timeouts.
 
+use dlock_core::url_options::{check_timeout, redact_url as redact, QueryOptions};
 use dlock_core::{Error, Result};
+use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::time::Duration;
 
@@ -11,10 +13,12 @@ pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default deadline for establishing a session.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `session_timeout`, `connect_timeout` or `request_timeout`
-/// accepted: one hour. Anything longer is a mistake (a unit typo), and is
-/// refused rather than silently shortened; a session that long would also
-/// keep a dead holder's locks taken for as long.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// accepted: one hour (the same limit in every adapter); a session that
+/// long would also keep a dead holder's locks taken for as long.
+pub use dlock_core::url_options::MAX_TIMEOUT;
+
+/// The URL options this adapter understands.
+pub const KNOWN_OPTIONS: &[&str] = &["session_timeout", "connect_timeout", "request_timeout"];
 
 /// Everything a `zk://` URL says, parsed and checked.
 ///
@@ -28,7 +32,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// like `4s` or `250ms`, each at most [`MAX_TIMEOUT`] (1h).
 ///
 /// `Debug` never shows the password.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct ZkConfig {
     /// `host:port` pairs, as given (IPv6 hosts in brackets).
     pub hosts: Vec<String>,
@@ -36,7 +40,7 @@ pub struct ZkConfig {
     pub root: String,
     /// Digest user, if the URL carries credentials.
     pub user: Option<String>,
-    password: Option<String>,
+    password: Option<SecretString>,
     /// Requested session timeout.
     pub session_timeout: Duration,
     /// Deadline for establishing a session.
@@ -94,7 +98,7 @@ impl ZkConfig {
                         "ZooKeeper URL has an empty user name before ':'".into(),
                     ));
                 }
-                (Some(u), Some(decode("password", p)?))
+                (Some(u), Some(SecretString::from(decode("password", p)?)))
             }
         };
         let hosts = parse_hosts(hostlist)?;
@@ -108,19 +112,15 @@ impl ZkConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: None,
         };
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            match k.as_ref() {
-                "session_timeout" => cfg.session_timeout = parse_duration(&k, &v)?,
-                "connect_timeout" => cfg.connect_timeout = parse_duration(&k, &v)?,
-                "request_timeout" => cfg.request_timeout = Some(parse_duration(&k, &v)?),
-                other => {
-                    return Err(Error::InvalidConfig(format!(
-                        "unknown ZooKeeper URL option {other:?}; known: session_timeout, \
-                         connect_timeout, request_timeout"
-                    )))
-                }
-            }
+        let mut q = QueryOptions::parse("ZooKeeper", query);
+        if let Some(d) = q.duration("session_timeout")? {
+            cfg.session_timeout = d;
         }
+        if let Some(d) = q.duration("connect_timeout")? {
+            cfg.connect_timeout = d;
+        }
+        cfg.request_timeout = q.duration("request_timeout")?;
+        q.finish(KNOWN_OPTIONS)?;
         cfg.check_timeouts()?;
         Ok(cfg)
     }
@@ -128,15 +128,16 @@ impl ZkConfig {
     /// `InvalidConfig` unless every timeout is in `(0, MAX_TIMEOUT]`: the
     /// fields are public, so a configuration built in code is checked too.
     pub(crate) fn check_timeouts(&self) -> Result<()> {
-        check_timeout("connect_timeout", self.connect_timeout, "")?;
+        check_timeout("connect_timeout", self.connect_timeout)?;
         if let Some(t) = self.request_timeout {
-            check_timeout("request_timeout", t, "")?;
+            check_timeout("request_timeout", t)?;
         }
-        check_timeout(
-            "session_timeout",
-            self.session_timeout,
-            "; a dead holder would block its locks that long",
-        )
+        match check_timeout("session_timeout", self.session_timeout) {
+            Err(Error::InvalidConfig(m)) => Err(Error::InvalidConfig(format!(
+                "{m}; a dead holder would block its locks that long"
+            ))),
+            r => r,
+        }
     }
 
     /// The connect string handed to the client: `host:port,host:port`.
@@ -149,10 +150,33 @@ impl ZkConfig {
         format!("{}{}", self.connect_string(), self.root)
     }
 
+    /// Applies `options` over what the URL said: the digest user and
+    /// password (so they can stay out of the URL).
+    pub fn apply(&mut self, options: &dlock_core::ConnectOptions) -> Result<()> {
+        options.refuse(
+            "zookeeper",
+            &["token", "tls_roots"],
+            "ZooKeeper authenticates with digest user:password, and dlock connects to it \
+             without TLS",
+        )?;
+        if let Some(u) = &options.user {
+            self.user = Some(u.clone());
+        }
+        if let Some(p) = &options.password {
+            self.password = Some(p.clone());
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return Err(Error::InvalidConfig(
+                "ZooKeeper digest authentication needs both a user and a password".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// `user:password` for the digest scheme.
     pub(crate) fn digest(&self) -> Option<String> {
         match (&self.user, &self.password) {
-            (Some(u), Some(p)) => Some(format!("{u}:{p}")),
+            (Some(u), Some(p)) => Some(format!("{u}:{}", p.expose_secret())),
             _ => None,
         }
     }
@@ -255,40 +279,6 @@ fn parse_root(path: &str) -> Result<String> {
         ));
     }
     Ok(trimmed.to_string())
-}
-
-fn parse_duration(key: &str, v: &str) -> Result<Duration> {
-    let d = humantime::parse_duration(v).map_err(|e| {
-        Error::InvalidConfig(format!(
-            "{key}={v:?} is not a duration like 5s or 250ms: {e}"
-        ))
-    })?;
-    check_timeout(key, d, "")?;
-    Ok(d)
-}
-
-fn check_timeout(key: &str, d: Duration, why: &str) -> Result<()> {
-    if d.is_zero() || d > MAX_TIMEOUT {
-        return Err(Error::InvalidConfig(format!(
-            "{key} must be greater than zero and at most 1h, got {d:?}{why}"
-        )));
-    }
-    Ok(())
-}
-
-/// The URL with any password replaced, for error messages.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..auth_end].rfind('@') {
-        Some(at) => match rest[..at].split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
 }
 
 #[cfg(test)]

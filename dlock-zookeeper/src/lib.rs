@@ -40,7 +40,8 @@ mod release;
 mod session;
 mod wait;
 
-pub use backend::{connect, ZookeeperBackend};
+pub use backend::{connect, connect_with, ZookeeperBackend};
 pub use config::{
-    ZkConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ROOT, DEFAULT_SESSION_TIMEOUT, MAX_TIMEOUT,
+    ZkConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ROOT, DEFAULT_SESSION_TIMEOUT, KNOWN_OPTIONS,
+    MAX_TIMEOUT,
 };

@@ -171,48 +171,47 @@ impl Session {
         }
         let hosts = cfg.connect_string();
         let started = BootInstant::now();
-        let client = match tokio::time::timeout(cfg.connect_timeout, connector.connect(&hosts))
-            .await
-        {
-            Err(_) => {
-                return Err(Error::connect(
-                    KIND,
-                    cfg.target(),
-                    format!(
+        let client =
+            match tokio::time::timeout(cfg.connect_timeout, connector.connect(&hosts)).await {
+                Err(_) => {
+                    return Err(Error::connect(
+                        KIND,
+                        cfg.target(),
+                        format!(
                         "no session established within connect_timeout={:?}: is ZooKeeper running \
                          and reachable at {hosts}?",
                         cfg.connect_timeout
                     ),
-                    None,
-                ))
-            }
-            Ok(Err(e)) => {
-                let msg = match &e {
-                    zk::Error::NoHosts => format!(
+                        None,
+                    ))
+                }
+                Ok(Err(e)) => {
+                    let msg = match &e {
+                        zk::Error::NoHosts => format!(
                         "no server at {hosts} accepted a connection: is ZooKeeper running there?"
                     ),
-                    zk::Error::Timeout => format!(
-                        "no session established within the session timeout: is ZooKeeper \
+                        zk::Error::Timeout => format!(
+                            "no session established within the session timeout: is ZooKeeper \
                              running and reachable at {hosts}?"
-                    ),
-                    zk::Error::AuthFailed => {
-                        return Err(Error::denied(
-                            KIND,
-                            "connect",
-                            format!(
-                                "{} rejected the credentials in the URL: check the \
+                        ),
+                        zk::Error::AuthFailed => {
+                            return Err(Error::denied(
+                                KIND,
+                                "connect",
+                                format!(
+                                    "{} rejected the credentials in the URL: check the \
                                      user:password (digest auth)",
-                                cfg.target()
-                            ),
-                            Some(Box::new(e)),
-                        ))
-                    }
-                    _ => String::new(),
-                };
-                return Err(Error::connect(KIND, cfg.target(), msg, Some(Box::new(e))));
-            }
-            Ok(Ok(c)) => c,
-        };
+                                    cfg.target()
+                                ),
+                                Some(Box::new(e)),
+                            ))
+                        }
+                        _ => String::new(),
+                    };
+                    return Err(Error::connect(KIND, cfg.target(), msg, Some(Box::new(e))));
+                }
+                Ok(Ok(c)) => c,
+            };
         let timeout = client.session_timeout();
         let request_timeout = cfg.request_timeout.unwrap_or(timeout);
         let (dead, _) = watch::channel(None);

@@ -110,6 +110,22 @@ async fn wrong_digest_password_is_a_clear_error() {
     assert!(e.to_string().contains("requires credentials"), "{e}");
     assert!(matches!(e, Error::Denied { .. }), "{e:?}");
 
+    // The password kept out of the URL: ConnectOptions gives it.
+    let bare = url_for(&host, None, &root, "");
+    let opts = dlock_core::ConnectOptions::new()
+        .user("alice")
+        .password("right-pass");
+    let b3 = ZookeeperBackend::connect_with(&bare, &opts).await.unwrap();
+    assert!(locker(&Arc::new(b3), "alice-3")
+        .try_lock("guarded", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_none());
+    let e = ZookeeperBackend::connect_with(&bare, &opts.clone().token("t"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("ConnectOptions::token"), "{e}");
+
     // The right identity on a second connection sees the lock held.
     let b2 = Arc::new(ZookeeperBackend::connect(&right).await.unwrap());
     assert!(locker(&b2, "alice-2")

@@ -1,6 +1,7 @@
 //! `dlock::connect(url)`: pick the adapter by URL scheme at run time.
 
-use crate::{Error, Locker, Result};
+use crate::{ConnectOptions, Error, Locker, Result};
+use dlock_core::url_options::redact_url as redact;
 
 /// One URL scheme family and the cargo feature that enables it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +83,25 @@ pub fn supported_schemes() -> Vec<&'static str> {
 /// A scheme this build does not include is an error naming the cargo
 /// feature to enable; an unknown scheme lists the supported ones.
 pub async fn connect(url: &str) -> Result<Locker> {
+    connect_with(url, &ConnectOptions::new()).await
+}
+
+/// Like [`connect`], with `options` taking precedence over the URL: a
+/// password or token that should not be written into a URL, the root
+/// certificates TLS trusts. A setting the chosen backend has no use for is
+/// an error naming it.
+///
+/// ```no_run
+/// # async fn f() -> dlock::Result<()> {
+/// let password = std::env::var("LOCKS_DB_PASSWORD").unwrap_or_default();
+/// let locker = dlock::connect_with(
+///     "postgres://app@db.internal/locks?sslmode=verify-full",
+///     &dlock::ConnectOptions::new().password(password),
+/// )
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Locker> {
     let scheme = match url.split_once(':') {
         Some((s, _)) if !s.is_empty() => s.to_ascii_lowercase(),
         _ => {
@@ -104,7 +124,7 @@ pub async fn connect(url: &str) -> Result<Locker> {
     if !entry.enabled {
         return Err(feature_off(entry, &scheme));
     }
-    connect_enabled(entry.backend, url).await
+    connect_enabled(entry.backend, url, options).await
 }
 
 /// The error for a known scheme whose backend this build leaves out.
@@ -117,41 +137,43 @@ fn feature_off(entry: &BackendScheme, scheme: &str) -> Error {
 }
 
 #[allow(unused_variables, clippy::needless_return)]
-async fn connect_enabled(backend: &str, url: &str) -> Result<Locker> {
+async fn connect_enabled(backend: &str, url: &str, options: &ConnectOptions) -> Result<Locker> {
     #[cfg(feature = "memory")]
     if backend == "memory" {
+        options.refuse(
+            "memory",
+            &["user", "password", "token", "tls_roots"],
+            "the in-process store has no login and no TLS",
+        )?;
         return dlock_memory::MemoryBackend::connect(url).map(Locker::new);
     }
     #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
     if matches!(backend, "sqlite" | "postgres" | "mysql") {
-        return dlock_sql::connect(url).await.map(Locker::from_arc);
+        return dlock_sql::connect_with(url, options)
+            .await
+            .map(Locker::from_arc);
     }
     #[cfg(feature = "etcd")]
     if backend == "etcd" {
-        return dlock_etcd::connect(url).await.map(Locker::from_arc);
+        return dlock_etcd::connect_with(url, options)
+            .await
+            .map(Locker::from_arc);
     }
     #[cfg(feature = "zookeeper")]
     if backend == "zookeeper" {
-        return dlock_zookeeper::connect(url).await.map(Locker::from_arc);
+        return dlock_zookeeper::connect_with(url, options)
+            .await
+            .map(Locker::from_arc);
     }
     #[cfg(feature = "consul")]
     if backend == "consul" {
-        return dlock_consul::connect(url).await.map(Locker::from_arc);
+        return dlock_consul::connect_with(url, options)
+            .await
+            .map(Locker::from_arc);
     }
     Err(Error::InvalidConfig(format!(
         "backend {backend} is not compiled in"
     )))
-}
-
-/// The URL with any password replaced, for error messages.
-pub(crate) fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 // [`backend`]; nothing is glob re-exported, so this list is the public
 // surface.
 pub use dlock_core::{
-    Acquire, BootInstant, Error, FencingToken, LockContext, LockGuard, LockInfo, LockName,
-    LockOptions, Locker, LostSignal, Result, MAX_NAME_BYTES,
+    Acquire, BootInstant, ConnectOptions, Error, FencingToken, LockContext, LockGuard, LockInfo,
+    LockName, LockOptions, Locker, LostSignal, Result, TlsRoots, MAX_NAME_BYTES,
 };
 
 /// For writing a backend (an adapter to another coordinator): the trait,
@@ -15,14 +15,14 @@ pub use dlock_core::{
 /// against the contract.
 pub mod backend {
     pub use dlock_core::{
-        async_trait, clock, default_owner, jittered, local_valid_until, new_acquisition_id,
-        validate_owner, with_deadline, BoxError, Capabilities, Lease, LockBackend, LockSpec,
-        ValidityBound, MAX_OWNER_BYTES,
+        async_trait, backoff, clock, default_owner, jittered, local_valid_until,
+        new_acquisition_id, url_options, validate_owner, with_deadline, BoxError, Capabilities,
+        Lease, LockBackend, LockSpec, ValidityBound, MAX_OWNER_BYTES,
     };
 }
 
 mod connect;
-pub use connect::{connect, supported_schemes, BackendScheme, SCHEMES};
+pub use connect::{connect, connect_with, supported_schemes, BackendScheme, SCHEMES};
 
 pub mod test;
 

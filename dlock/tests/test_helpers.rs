@@ -142,11 +142,26 @@ async fn an_unavailable_store_fails_every_call_with_a_transient_error() {
 }
 
 #[tokio::test]
+async fn settings_a_backend_cannot_use_are_errors() {
+    let opts = dlock::ConnectOptions::new().password("p");
+    let e = dlock::connect_with("memory://x", &opts).await.unwrap_err();
+    assert!(e.to_string().contains("ConnectOptions::password"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("l.db").display());
+    let e = dlock::connect_with(&url, &opts).await.unwrap_err();
+    assert!(e.to_string().contains("ConnectOptions::password"), "{e}");
+    assert!(dlock::connect_with(&url, &dlock::ConnectOptions::new())
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
 async fn memory_urls_are_checked() {
     for (url, want) in [
         ("memory://x?ttl=1s", "unknown option \"ttl\""),
         ("memory://x/y", "store name only"),
         ("memory://u@x", "store name only"),
+        ("memory://:pw@x", "store name only"),
     ] {
         let e = dlock::connect(url).await.unwrap_err();
         assert!(matches!(e, dlock::Error::InvalidConfig(_)), "{url}: {e:?}");
