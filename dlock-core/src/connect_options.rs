@@ -116,6 +116,21 @@ impl ConnectOptions {
         self
     }
 
+    /// Puts the user and password of these options over `user` and
+    /// `password` (what the URL said).
+    pub fn apply_credentials(
+        &self,
+        user: &mut Option<String>,
+        password: &mut Option<SecretString>,
+    ) {
+        if let Some(u) = &self.user {
+            *user = Some(u.clone());
+        }
+        if let Some(p) = &self.password {
+            *password = Some(p.clone());
+        }
+    }
+
     /// `InvalidConfig` for each setting `backend` cannot use, named in
     /// `unused` among `"user"`, `"password"`, `"token"`, `"tls_roots"`.
     pub fn refuse(&self, backend: &'static str, unused: &[&str], why: &str) -> Result<()> {

@@ -222,12 +222,7 @@ impl EtcdConfig {
             &["token"],
             "etcd authenticates with a user and password",
         )?;
-        if let Some(u) = &options.user {
-            self.user = Some(u.clone());
-        }
-        if let Some(p) = &options.password {
-            self.password = Some(p.clone());
-        }
+        options.apply_credentials(&mut self.user, &mut self.password);
         if self.user.is_some() != self.password.is_some() {
             return Err(Error::InvalidConfig(
                 "etcd authentication needs both a user and a password".into(),

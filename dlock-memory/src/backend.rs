@@ -170,34 +170,22 @@ impl LockBackend for MemoryBackend {
         let mut rows = self.store.rows();
         let now = BootInstant::now();
         let until = now.saturating_add(spec.at_most);
-        let token = match rows.get_mut(&spec.name) {
+        let token = match rows.get(&spec.name) {
             Some(row) if row.taken(now) => return Ok(None),
-            Some(row) => {
-                let token = FencingToken(row.token.0.saturating_add(1));
-                *row = Row {
-                    owner: spec.owner.clone(),
-                    id: Some(id.clone()),
-                    token,
-                    locked_at: now,
-                    until,
-                };
-                token
-            }
-            None => {
-                let token = FencingToken(1);
-                rows.insert(
-                    spec.name.clone(),
-                    Row {
-                        owner: spec.owner.clone(),
-                        id: Some(id.clone()),
-                        token,
-                        locked_at: now,
-                        until,
-                    },
-                );
-                token
-            }
+            // The row outlives its holders, so the token keeps growing.
+            Some(row) => FencingToken(row.token.0.saturating_add(1)),
+            None => FencingToken(1),
         };
+        rows.insert(
+            spec.name.clone(),
+            Row {
+                owner: spec.owner.clone(),
+                id: Some(id.clone()),
+                token,
+                locked_at: now,
+                until,
+            },
+        );
         Ok(Some(Lease::granted(spec, id, token, sent, String::new())))
     }
 

@@ -324,12 +324,7 @@ impl NetUrl {
             &["token"],
             "SQL databases authenticate with a user and password",
         )?;
-        if let Some(u) = &options.user {
-            self.user = Some(u.clone());
-        }
-        if let Some(p) = &options.password {
-            self.password = Some(p.clone());
-        }
+        options.apply_credentials(&mut self.user, &mut self.password);
         if let Some(r) = options.tls_roots {
             self.tls_roots = r;
         }

@@ -91,6 +91,40 @@ pub(crate) fn op_error(
     }
 }
 
+/// The error for a failed `CREATE TABLE` of the lock table `table` in
+/// `dialect` (the migrations folder), whose privileges live on `grant_on`
+/// ("schema", "database").
+pub(crate) fn create_table_error(
+    kind: &'static str,
+    dialect: &str,
+    grant_on: &str,
+    table: &str,
+    refusal: Refusal,
+    e: sqlx::Error,
+) -> Error {
+    let migration = format!("dlock-sql/migrations/{dialect}/0001_dlock_locks.sql");
+    match refusal {
+        Refusal::Privilege => Error::denied(
+            kind,
+            "create table",
+            format!(
+                "this user may not create table {table:?}: GRANT it CREATE on the {grant_on}, \
+                 or create the table with {migration}"
+            ),
+            Some(Box::new(e)),
+        ),
+        _ => Error::Backend {
+            backend: kind,
+            operation: "create table",
+            message: format!(
+                "cannot create table {table:?}; does the {grant_on} exist? Or create it with \
+                 {migration}"
+            ),
+            source: Some(Box::new(e)),
+        },
+    }
+}
+
 /// Removes anything that looks like a URL's userinfo from a driver message
 /// (the driver's URL parser quotes the URL it rejects).
 pub(crate) fn redact(msg: &str) -> String {

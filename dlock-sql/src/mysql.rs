@@ -358,27 +358,14 @@ async fn ensure_table(conn: &mut MySqlConnection, opts: &SqlOptions) -> Result<(
     if let Err(e) = conn.execute(ddl.as_str()).await {
         let cols = columns(conn, table).await?;
         if cols.is_empty() || check_columns(table, &cols).is_err() {
-            return Err(match refusal(&e) {
-                Refusal::Privilege => Error::denied(
-                    KIND,
-                    "create table",
-                    format!(
-                        "this user may not create table {table:?}: GRANT it CREATE on the \
-                         database, or create the table with \
-                         dlock-sql/migrations/mysql/0001_dlock_locks.sql"
-                    ),
-                    Some(Box::new(e)),
-                ),
-                _ => Error::Backend {
-                    backend: KIND,
-                    operation: "create table",
-                    message: format!(
-                        "cannot create table {table:?}; create it with \
-                         dlock-sql/migrations/mysql/0001_dlock_locks.sql"
-                    ),
-                    source: Some(Box::new(e)),
-                },
-            });
+            return Err(errors::create_table_error(
+                KIND,
+                "mysql",
+                "database",
+                table,
+                refusal(&e),
+                e,
+            ));
         }
     }
     Ok(())

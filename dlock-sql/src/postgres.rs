@@ -398,27 +398,14 @@ async fn ensure_table(conn: &mut PgConnection, opts: &SqlOptions) -> Result<()> 
         match columns(conn, &quoted).await? {
             Some(cols) if config::missing_columns_error(table, &cols).is_none() => {}
             _ => {
-                return Err(match refusal(&e) {
-                    Refusal::Privilege => Error::denied(
-                        KIND,
-                        "create table",
-                        format!(
-                            "this user may not create table {table:?}: GRANT it CREATE on the \
-                                 schema, or create the table with \
-                                 dlock-sql/migrations/postgres/0001_dlock_locks.sql"
-                        ),
-                        Some(Box::new(e)),
-                    ),
-                    _ => Error::Backend {
-                        backend: KIND,
-                        operation: "create table",
-                        message: format!(
-                            "cannot create table {table:?}; does the schema exist? Or create \
-                                 it with dlock-sql/migrations/postgres/0001_dlock_locks.sql"
-                        ),
-                        source: Some(Box::new(e)),
-                    },
-                })
+                return Err(errors::create_table_error(
+                    KIND,
+                    "postgres",
+                    "schema",
+                    table,
+                    refusal(&e),
+                    e,
+                ))
             }
         }
     }

@@ -159,12 +159,7 @@ impl ZkConfig {
             "ZooKeeper authenticates with digest user:password, and dlock connects to it \
              without TLS",
         )?;
-        if let Some(u) = &options.user {
-            self.user = Some(u.clone());
-        }
-        if let Some(p) = &options.password {
-            self.password = Some(p.clone());
-        }
+        options.apply_credentials(&mut self.user, &mut self.password);
         if self.user.is_some() != self.password.is_some() {
             return Err(Error::InvalidConfig(
                 "ZooKeeper digest authentication needs both a user and a password".into(),
