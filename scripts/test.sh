@@ -9,7 +9,8 @@
 #    means "use that server instead"), and reads .run/env,
 # 3. runs the whole workspace's tests with all backends (the conformance
 #    suite runs unchanged against every coordinator), then the fault tests
-#    that restart coordinators, one at a time, then the doc tests,
+#    that restart coordinators, one at a time, then the fault lab (clusters
+#    in network namespaces under a nemesis), then the doc tests,
 # 4. runs every example (the README's first command among them),
 # 5. stops the coordinators it started (DLOCK_KEEP_COORDINATORS=1 keeps them).
 #
@@ -39,10 +40,14 @@ done
 export RUST_BACKTRACE=1
 # Conformance cases mostly wait on leases; more threads than cores is fine.
 cargo nextest run --workspace --all-features --no-fail-fast --test-threads 6 \
-    -E 'not binary(faults)' "$@"
+    -E 'not binary(faults) and not binary(lab)' "$@"
 # Fault tests restart shared coordinators: alone and one at a time.
 cargo nextest run --workspace --all-features --no-fail-fast --test-threads 1 \
     --no-tests warn -E 'binary(faults)'
+# The fault lab: 3-member clusters and clients in network namespaces
+# (scripts/netlab.sh, root), a nemesis and a history checker; one at a time.
+cargo nextest run --workspace --all-features --no-fail-fast --test-threads 1 \
+    --no-tests warn -E 'binary(lab)'
 cargo test --workspace --all-features --doc
 
 # The examples, each checking its own claim (exit non-zero otherwise) on

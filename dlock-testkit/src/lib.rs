@@ -26,6 +26,7 @@ mod child;
 mod ctx;
 mod delayed_extend;
 mod history;
+pub mod lab;
 mod lease_length_cases;
 mod name_cases;
 mod proxy;

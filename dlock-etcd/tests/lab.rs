@@ -1,0 +1,23 @@
+//! The fault lab on a 3-member etcd cluster, each member and each client in
+//! a network namespace of its own (scripts/netlab.sh; needs root). c1 talks
+//! to m1 only, c2 to m2 only, c3 to all three members.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::Arc;
+
+fn main() -> std::process::ExitCode {
+    dlock_testkit::lab::Lab::new("etcd")
+        .client_url(|env, client| {
+            let key = match client {
+                "c1" => "DLOCK_LAB_ETCD_URL_m1",
+                "c2" => "DLOCK_LAB_ETCD_URL_m2",
+                _ => "DLOCK_LAB_ETCD_URL",
+            };
+            format!("{}/lab", env.get(key).cloned().unwrap_or_default())
+        })
+        .connect(|url: String| async move {
+            Ok(Arc::new(dlock_etcd::EtcdBackend::connect(&url).await?)
+                as Arc<dyn dlock_core::LockBackend>)
+        })
+        .run()
+}

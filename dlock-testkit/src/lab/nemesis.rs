@@ -1,0 +1,191 @@
+//! The nemesis: faults on a schedule, through `scripts/netlab.sh` for the
+//! network and the members, and signals for the client processes. Every
+//! fault is undone before the next (`heal`, `restart`, `SIGCONT`), with a
+//! quiet gap between them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::process::Command;
+
+/// One kind of fault.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    /// A follower cut off from the other members (clients still reach it).
+    IsolateFollower,
+    /// The leader cut off from the other members.
+    IsolateLeader,
+    /// A client cut off from every member (its member stays in the majority).
+    PartitionClient(String),
+    /// The only member a client talks to cut off from the other members
+    /// (the client still reaches it).
+    IsolateClientsMember(String, String),
+    /// kill -9 the leader, restart it after the fault time.
+    KillLeader,
+    /// SIGSTOP the leader for the fault time.
+    StopLeader,
+    /// A follower's link down (nobody reaches it).
+    CutFollower,
+    /// SIGSTOP a client process for longer than its lease.
+    StopClient(String),
+}
+
+impl Fault {
+    /// The fault's kind, for the report.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::IsolateFollower => "isolate a follower from its peers",
+            Fault::IsolateLeader => "isolate the leader from its peers",
+            Fault::PartitionClient(..) => "partition a client from the cluster",
+            Fault::IsolateClientsMember(..) => "isolate a client's member from the majority",
+            Fault::KillLeader => "kill -9 and restart the leader",
+            Fault::StopLeader => "SIGSTOP/SIGCONT the leader",
+            Fault::CutFollower => "cut a follower's link",
+            Fault::StopClient(..) => "SIGSTOP a client past its lease",
+        }
+    }
+}
+
+/// What the nemesis did.
+#[derive(Clone, Debug)]
+pub struct Injected {
+    /// The fault.
+    pub fault: Fault,
+    /// The member or client it hit.
+    pub target: String,
+    /// An error of the fault's commands, if any (the run then fails).
+    pub error: Option<String>,
+}
+
+/// Runs faults through `netlab`.
+pub struct Nemesis {
+    /// `scripts/netlab.sh`.
+    pub netlab: PathBuf,
+    /// How long each fault lasts.
+    pub fault_for: Duration,
+    /// The quiet gap after each fault.
+    pub heal_for: Duration,
+}
+
+impl Nemesis {
+    async fn netlab(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("bash")
+            .arg(&self.netlab)
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| format!("netlab {args:?}: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(format!(
+                "netlab {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// The current leader (retried through an election).
+    async fn leader(&self) -> Result<String, String> {
+        let mut last = String::new();
+        for _ in 0..50 {
+            match self.netlab(&["leader"]).await {
+                Ok(m) if !m.is_empty() => return Ok(m),
+                Ok(_) => {}
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(format!("no leader within 10 s: {last}"))
+    }
+
+    async fn follower(&self) -> Result<String, String> {
+        let leader = self.leader().await?;
+        Ok(["m1", "m2", "m3"]
+            .into_iter()
+            .find(|m| *m != leader)
+            .unwrap_or("m2")
+            .to_string())
+    }
+
+    /// Injects `fault` (client processes by pid in `clients`), waits the
+    /// fault time, undoes it, waits the quiet gap.
+    pub async fn inject(&self, fault: &Fault, clients: &[(String, u32)]) -> Injected {
+        let r = self.apply(fault, clients).await;
+        let (target, error) = match r {
+            Ok(t) => (t, None),
+            Err(e) => (String::new(), Some(e)),
+        };
+        // Whatever happened, heal before going on.
+        let _ = self.netlab(&["heal"]).await;
+        tokio::time::sleep(self.heal_for).await;
+        Injected {
+            fault: fault.clone(),
+            target,
+            error,
+        }
+    }
+
+    async fn apply(&self, fault: &Fault, clients: &[(String, u32)]) -> Result<String, String> {
+        let pid_of = |c: &str| {
+            clients
+                .iter()
+                .find(|(n, _)| n == c)
+                .map(|(_, p)| *p)
+                .ok_or_else(|| format!("no client process {c}"))
+        };
+        match fault {
+            Fault::IsolateFollower | Fault::IsolateLeader | Fault::CutFollower => {
+                let m = if *fault == Fault::IsolateLeader {
+                    self.leader().await?
+                } else {
+                    self.follower().await?
+                };
+                let verb = if *fault == Fault::CutFollower {
+                    "cut"
+                } else {
+                    "isolate"
+                };
+                self.netlab(&[verb, &m]).await?;
+                tokio::time::sleep(self.fault_for).await;
+                Ok(m)
+            }
+            Fault::PartitionClient(c) => {
+                for m in ["m1", "m2", "m3"] {
+                    self.netlab(&["sever", c, m]).await?;
+                }
+                tokio::time::sleep(self.fault_for).await;
+                Ok(c.clone())
+            }
+            Fault::IsolateClientsMember(c, m) => {
+                self.netlab(&["isolate", m]).await?;
+                tokio::time::sleep(self.fault_for).await;
+                Ok(format!("{m} (of {c})"))
+            }
+            Fault::KillLeader => {
+                let m = self.leader().await?;
+                self.netlab(&["kill", &m]).await?;
+                tokio::time::sleep(self.fault_for).await;
+                self.netlab(&["restart", &m]).await?;
+                Ok(m)
+            }
+            Fault::StopLeader => {
+                let m = self.leader().await?;
+                self.netlab(&["stop", &m]).await?;
+                tokio::time::sleep(self.fault_for).await;
+                self.netlab(&["cont", &m]).await?;
+                Ok(m)
+            }
+            Fault::StopClient(c) => {
+                let pid = nix::unistd::Pid::from_raw(
+                    i32::try_from(pid_of(c)?).map_err(|e| e.to_string())?,
+                );
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
+                    .map_err(|e| format!("SIGSTOP {c}: {e}"))?;
+                tokio::time::sleep(self.fault_for).await;
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT)
+                    .map_err(|e| format!("SIGCONT {c}: {e}"))?;
+                Ok(c.clone())
+            }
+        }
+    }
+}

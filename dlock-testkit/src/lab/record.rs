@@ -1,0 +1,77 @@
+//! What a lab worker reports for each hold, one JSON line per hold, written
+//! (and flushed) as soon as the hold ends: a worker stopped or killed later
+//! has already told what it did.
+
+use serde::{Deserialize, Serialize};
+
+/// How a hold ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum End {
+    /// `release()` answered `Ok`.
+    Released,
+    /// The guard was dropped (background release).
+    Dropped,
+    /// `is_held()` turned false, or `release()` answered `LockLost`.
+    Lost,
+    /// `release()` failed otherwise (the coordinator did not answer).
+    ReleaseFailed,
+    /// The process exited while holding, without releasing.
+    Abandoned,
+}
+
+/// One write to the fenced resource.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    /// CLOCK_MONOTONIC ns taken before the write (and before the
+    /// `is_held()` check when `checked`).
+    pub at_ns: u128,
+    /// Whether `is_held()` answered true just before (at `at_ns`).
+    pub checked: bool,
+    /// Whether the resource accepted it.
+    pub accepted: bool,
+    /// The highest token the resource had seen when it refused the write.
+    pub refused_by: Option<u64>,
+}
+
+/// One hold, as its worker saw it. Times are CLOCK_MONOTONIC ns: one clock
+/// for every process on the host, whatever its network namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct HoldRecord {
+    /// Worker process (its client namespace).
+    pub process: String,
+    /// Task within the process.
+    pub task: usize,
+    /// Lock name.
+    pub name: String,
+    /// Fencing token.
+    pub token: u64,
+    /// Acquired with `lock()` (waiting) rather than `try_lock()`.
+    pub waited: bool,
+    /// Keep-alive on.
+    pub keep_alive: bool,
+    /// `lock_for`, ms.
+    pub lease_ms: u64,
+    /// After the acquire returned.
+    pub start_ns: u128,
+    /// The last instant (taken before the call) `is_held()` answered true.
+    pub last_held_ns: u128,
+    /// How it ended.
+    pub end: End,
+    /// For `End::Lost`: whether `lost()` completed within a second of it.
+    pub lost_reported: bool,
+    /// Writes to the fenced resource during the hold.
+    pub writes: Vec<Write>,
+}
+
+/// What a worker prints besides holds.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A hold ended.
+    Hold(HoldRecord),
+    /// An acquire answered an error (expected under faults; counted).
+    AcquireError(String),
+    /// A call did not answer within its deadline: a hang.
+    Hang(String),
+    /// The worker finished its run.
+    Done,
+}

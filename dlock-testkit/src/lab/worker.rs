@@ -1,0 +1,304 @@
+//! A lab worker: one process in a client namespace, several tasks taking
+//! holds every way users do (`try_lock`, `lock` with a wait, keep-alive on
+//! and off, release, drop, and one exit without release), writing to the
+//! fenced resource, and reporting each hold as one JSON line.
+
+use super::fence::{Fence, Verdict};
+use super::record::{End, HoldRecord, Line, Write};
+use crate::history::mono_ns;
+use crate::ConnectFn;
+use dlock_core::{Error, LockGuard, Locker};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Environment variable that turns the lab binary into a worker.
+pub(crate) const ENV: &str = "DLOCK_LAB_WORKER";
+
+/// What a worker is told to do.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct WorkerSpec {
+    /// Its name (the client namespace).
+    pub process: String,
+    /// The coordinator URL it connects to.
+    pub url: String,
+    /// Names to contend for.
+    pub names: Vec<String>,
+    /// Tasks in the process.
+    pub tasks: usize,
+    /// How long to keep taking holds, ms.
+    pub run_ms: u64,
+    /// `lock_for`, ms.
+    pub lease_ms: u64,
+    /// Where the fenced resource lives.
+    pub fence_dir: PathBuf,
+    /// The lab's self-test: run on [`super::overlong::OverlongValidity`].
+    pub overlong_validity: bool,
+}
+
+/// How long one call may take before it counts as a hang.
+const HANG: Duration = Duration::from_secs(40);
+
+fn emit(line: &Line) {
+    let mut out = std::io::stdout().lock();
+    if let Ok(json) = serde_json::to_string(line) {
+        let _ = writeln!(out, "{json}");
+        let _ = out.flush();
+    }
+}
+
+/// Runs the worker; the process exits (without releasing its last hold).
+pub(crate) async fn run(spec: WorkerSpec, connect: ConnectFn) -> Result<(), String> {
+    let backend = match tokio::time::timeout(HANG, connect(spec.url.clone())).await {
+        Ok(Ok(b)) if spec.overlong_validity => {
+            std::sync::Arc::new(super::overlong::OverlongValidity(b)) as _
+        }
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Err(format!("connect {}: {e:#}", spec.url)),
+        Err(_) => {
+            emit(&Line::Hang(format!("connect to {}", spec.url)));
+            return Ok(());
+        }
+    };
+    let fence = Fence::new(&spec.fence_dir)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(spec.run_ms);
+    let mut set = tokio::task::JoinSet::new();
+    for task in 0..spec.tasks {
+        let locker = Locker::from_arc(backend.clone())
+            .with_owner(format!("{}-{task}", spec.process))
+            .map_err(|e| e.to_string())?;
+        let w = Task {
+            spec: spec.clone(),
+            task,
+            locker,
+            fence: fence.clone(),
+        };
+        set.spawn(async move { w.run_until(deadline).await });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| format!("worker task: {e}"))?;
+    }
+    // The cron pattern: take one more lock and exit without releasing it.
+    let abandoned = Task {
+        spec: spec.clone(),
+        task: spec.tasks,
+        locker: Locker::from_arc(backend)
+            .with_owner(format!("{}-exit", spec.process))
+            .map_err(|e| e.to_string())?,
+        fence,
+    };
+    abandoned.abandon_one().await;
+    emit(&Line::Done);
+    std::process::exit(0);
+}
+
+struct Task {
+    spec: WorkerSpec,
+    task: usize,
+    locker: Locker,
+    fence: Fence,
+}
+
+/// One hold being taken.
+struct Plan {
+    name: String,
+    waited: bool,
+    keep_alive: bool,
+    /// How long to hold.
+    hold: Duration,
+    /// Long holds end with a write that does not check `is_held()` first
+    /// when the task was just paused (the fenced resource must refuse it
+    /// if a newer holder wrote).
+    long: bool,
+}
+
+impl Task {
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.spec.lease_ms)
+    }
+
+    fn plan(&self) -> Plan {
+        let mut rng = rand::rng();
+        let keep_alive = rng.random_bool(0.5);
+        let long = rng.random_bool(0.3);
+        let hold = if !long {
+            Duration::from_millis(rng.random_range(0..200))
+        } else if keep_alive {
+            self.lease().mul_f64(1.5)
+        } else {
+            self.lease().mul_f64(0.7)
+        };
+        Plan {
+            name: self.spec.names[rng.random_range(0..self.spec.names.len())].clone(),
+            waited: rng.random_bool(0.5),
+            keep_alive,
+            hold,
+            long,
+        }
+    }
+
+    async fn acquire(&self, p: &Plan) -> Option<LockGuard> {
+        let req = self
+            .locker
+            .acquire(p.name.clone())
+            .lock_for(self.lease())
+            .keep_alive(p.keep_alive);
+        let r = if p.waited {
+            tokio::time::timeout(HANG, req.wait(Duration::from_secs(2)).lock()).await
+        } else {
+            tokio::time::timeout(HANG, req.try_lock()).await
+        };
+        match r {
+            Err(_) => {
+                emit(&Line::Hang(format!("acquire of {}", p.name)));
+                None
+            }
+            Ok(Err(e)) => {
+                emit(&Line::AcquireError(format!("{e:#}")));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                None
+            }
+            Ok(Ok(None)) => {
+                let pause = rand::rng().random_range(0..20);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                None
+            }
+            Ok(Ok(Some(g))) => Some(g),
+        }
+    }
+
+    async fn run_until(&self, deadline: tokio::time::Instant) {
+        while tokio::time::Instant::now() < deadline {
+            let p = self.plan();
+            if let Some(g) = self.acquire(&p).await {
+                let rec = self.hold(&p, g).await;
+                emit(&Line::Hold(rec));
+            }
+        }
+    }
+
+    /// Takes one lock and exits the process while holding it.
+    async fn abandon_one(&self) {
+        for _ in 0..50 {
+            let p = self.plan();
+            if let Some(g) = self.acquire(&p).await {
+                let start_ns = mono_ns();
+                let mut rec = self.record(&p, g.token().0, start_ns);
+                let t0 = mono_ns();
+                if g.is_held() {
+                    rec.last_held_ns = t0;
+                }
+                rec.end = End::Abandoned;
+                emit(&Line::Hold(rec));
+                emit(&Line::Done);
+                std::process::exit(0);
+            }
+        }
+    }
+
+    fn record(&self, p: &Plan, token: u64, start_ns: u128) -> HoldRecord {
+        HoldRecord {
+            process: self.spec.process.clone(),
+            task: self.task,
+            name: p.name.clone(),
+            token,
+            waited: p.waited,
+            keep_alive: p.keep_alive,
+            lease_ms: self.spec.lease_ms,
+            start_ns,
+            last_held_ns: start_ns,
+            end: End::Released,
+            lost_reported: false,
+            writes: Vec::new(),
+        }
+    }
+
+    fn write(&self, rec: &mut HoldRecord, at_ns: u128, checked: bool) {
+        let verdict = self.fence.write(&rec.name, rec.token);
+        let (accepted, refused_by) = match verdict {
+            Ok(Verdict::Accepted) => (true, None),
+            Ok(Verdict::Refused(max)) => (false, Some(max)),
+            Err(_) => return,
+        };
+        rec.writes.push(Write {
+            at_ns,
+            checked,
+            accepted,
+            refused_by,
+        });
+    }
+
+    async fn hold(&self, p: &Plan, g: LockGuard) -> HoldRecord {
+        let start_ns = mono_ns();
+        let mut rec = self.record(p, g.token().0, start_ns);
+        let lost = g.lost();
+        let mut gone = false;
+        // A checked write first.
+        let t0 = mono_ns();
+        if g.is_held() {
+            rec.last_held_ns = t0;
+            self.write(&mut rec, t0, true);
+        } else {
+            gone = true;
+        }
+        let until = tokio::time::Instant::now() + p.hold;
+        let mut blind_done = false;
+        while !gone && tokio::time::Instant::now() < until {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let step = Duration::from_millis(100).min(left);
+            let before = mono_ns();
+            tokio::time::sleep(step).await;
+            let slept = Duration::from_nanos(
+                u64::try_from(mono_ns().saturating_sub(before)).unwrap_or(u64::MAX),
+            );
+            if p.long && !blind_done && slept > step + Duration::from_millis(500) {
+                // Just woke from a pause: write without looking first.
+                blind_done = true;
+                let at = mono_ns();
+                self.write(&mut rec, at, false);
+            }
+            let t0 = mono_ns();
+            if g.is_held() {
+                rec.last_held_ns = t0;
+            } else {
+                gone = true;
+            }
+        }
+        if gone {
+            rec.end = End::Lost;
+            rec.lost_reported = tokio::time::timeout(Duration::from_secs(1), lost.wait())
+                .await
+                .is_ok();
+            return rec;
+        }
+        if rand::rng().random_bool(0.2) {
+            drop(g);
+            rec.end = End::Dropped;
+            return rec;
+        }
+        let t0 = mono_ns();
+        if g.is_held() {
+            rec.last_held_ns = t0;
+        }
+        match tokio::time::timeout(HANG, g.release()).await {
+            Err(_) => {
+                emit(&Line::Hang(format!(
+                    "release of {} (token {})",
+                    rec.name, rec.token
+                )));
+                rec.end = End::ReleaseFailed;
+            }
+            Ok(Ok(())) => rec.end = End::Released,
+            Ok(Err(Error::LockLost { .. })) => {
+                rec.end = End::Lost;
+                rec.lost_reported = tokio::time::timeout(Duration::from_secs(1), lost.wait())
+                    .await
+                    .is_ok();
+            }
+            Ok(Err(_)) => rec.end = End::ReleaseFailed,
+        }
+        rec
+    }
+}

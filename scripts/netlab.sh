@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# The fault lab's network: coordinator members and test clients, each in a
+# Linux network namespace of its own, joined by one bridge that is connected
+# to nothing else (nothing leaves the machine). Needs root and iproute2.
+#
+#   bash scripts/netlab.sh up etcd        # 3 etcd members + 3 client namespaces
+#   bash scripts/netlab.sh down           # stop everything, remove namespaces
+#   bash scripts/netlab.sh env            # print DLOCK_LAB_* variables
+#   bash scripts/netlab.sh leader         # the member that leads (m1..m3)
+#
+# Faults (the nemesis calls these; each is undone by `heal` or its pair):
+#   isolate MEMBER        MEMBER cannot reach the other members (clients still can)
+#   cut NODE              NODE's link down: nobody reaches it, it reaches nobody
+#   sever CLIENT MEMBER   CLIENT and MEMBER cannot reach each other
+#   heal                  every link up, every partition route removed
+#   kill MEMBER | restart MEMBER | stop MEMBER | cont MEMBER
+#
+# Partitions are blackhole routes inside the namespaces (this kernel has no
+# netem and no iptables). Member i is 10.77.0.1i, client i is 10.77.0.2i;
+# the bridge (root namespace) is 10.77.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUN=${DLOCK_RUN_DIR:-$PWD/.run}/lab
+BRIDGE=dlab0
+MEMBERS=(m1 m2 m3)
+CLIENTS=(c1 c2 c3)
+
+log() { echo "netlab: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+ip_of() {
+    case $1 in
+        m[1-9]) echo "10.77.0.1${1#m}" ;;
+        c[1-9]) echo "10.77.0.2${1#c}" ;;
+        *) die "unknown node $1 (m1..m3, c1..c3)" ;;
+    esac
+}
+ns() { echo "dlab-$1"; }
+veth() { echo "dlv-$1"; }
+in_ns() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@"; }
+
+[[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
+
+add_node() {
+    local n=$1 addr
+    addr=$(ip_of "$n")
+    ip netns add "$(ns "$n")"
+    ip link add "$(veth "$n")" type veth peer name eth0 netns "$(ns "$n")"
+    ip link set "$(veth "$n")" master "$BRIDGE" up
+    in_ns "$n" ip link set lo up
+    in_ns "$n" ip addr add "$addr/24" dev eth0
+    in_ns "$n" ip link set eth0 up
+}
+
+net_up() {
+    ip link add "$BRIDGE" type bridge
+    ip addr add 10.77.0.1/24 dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+    for n in "${MEMBERS[@]}" "${CLIENTS[@]}"; do add_node "$n"; done
+}
+
+pidfile() { echo "$RUN/$1.pid"; }
+alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
+member_pid() { cat "$(pidfile "$1")" 2>/dev/null || true; }
+
+# ------------------------------------------------------------------ etcd
+etcd_cluster() {
+    local parts=() m
+    for m in "${MEMBERS[@]}"; do parts+=("$m=http://$(ip_of "$m"):2380"); done
+    local IFS=,
+    echo "${parts[*]}"
+}
+
+start_etcd_member() {
+    local m=$1 addr state=${2:-new}
+    addr=$(ip_of "$m")
+    mkdir -p "$RUN/etcd-$m"
+    # exec: the recorded PID is etcd's own (ip netns exec execs too).
+    (exec ip netns exec "$(ns "$m")" /usr/bin/etcd --name "$m" --data-dir "$RUN/etcd-$m/data" \
+        --listen-client-urls "http://$addr:2379" --advertise-client-urls "http://$addr:2379" \
+        --listen-peer-urls "http://$addr:2380" --initial-advertise-peer-urls "http://$addr:2380" \
+        --initial-cluster "$(etcd_cluster)" --initial-cluster-state "$state" \
+        --initial-cluster-token dlab \
+        >> "$RUN/etcd-$m/log" 2>&1 < /dev/null) &
+    echo $! > "$(pidfile "$m")"
+}
+
+etcd_endpoints() {
+    local parts=() m
+    for m in "${MEMBERS[@]}"; do parts+=("http://$(ip_of "$m"):2379"); done
+    local IFS=,
+    echo "${parts[*]}"
+}
+
+etcd_healthy() {
+    ETCDCTL_API=3 etcdctl --endpoints="$(etcd_endpoints)" --command-timeout=2s \
+        endpoint health >/dev/null 2>&1
+}
+
+etcd_leader() {
+    local m status id leader
+    for m in "${MEMBERS[@]}"; do
+        status=$(ETCDCTL_API=3 etcdctl --endpoints="http://$(ip_of "$m"):2379" \
+            --command-timeout=1s endpoint status -w json 2>/dev/null) || continue
+        id=$(grep -o '"member_id":[0-9]*' <<< "$status" | cut -d: -f2)
+        leader=$(grep -o '"leader":[0-9]*' <<< "$status" | cut -d: -f2)
+        if [[ -n $id && $id == "$leader" ]]; then
+            echo "$m"
+            return 0
+        fi
+    done
+    return 1
+}
+
+up_etcd() {
+    for m in "${MEMBERS[@]}"; do start_etcd_member "$m"; done
+    local i
+    for i in $(seq 1 100); do
+        if etcd_healthy; then
+            log "etcd: 3 members healthy ($(etcd_endpoints))"
+            return 0
+        fi
+        sleep 0.2
+    done
+    tail -n 20 "$RUN"/etcd-*/log >&2 || true
+    die "etcd: cluster not healthy within 20 s"
+}
+
+# ------------------------------------------------------------------ commands
+down() {
+    local n pid
+    for n in "${MEMBERS[@]}" "${CLIENTS[@]}"; do
+        if ip netns list 2>/dev/null | grep -qw "$(ns "$n")"; then
+            for pid in $(ip netns pids "$(ns "$n")" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+            ip netns delete "$(ns "$n")" 2>/dev/null || true
+        fi
+        ip link delete "$(veth "$n")" 2>/dev/null || true
+    done
+    ip link delete "$BRIDGE" 2>/dev/null || true
+    rm -rf "$RUN"
+}
+
+heal() {
+    local n peer
+    for n in "${MEMBERS[@]}" "${CLIENTS[@]}"; do
+        ip link set "$(veth "$n")" up 2>/dev/null || true
+        for peer in "${MEMBERS[@]}" "${CLIENTS[@]}"; do
+            in_ns "$n" ip route del blackhole "$(ip_of "$peer")/32" 2>/dev/null || true
+        done
+    done
+}
+
+# blackhole A B: A's packets to B are dropped (and B's to A).
+blackhole() {
+    in_ns "$1" ip route replace blackhole "$(ip_of "$2")/32"
+    in_ns "$2" ip route replace blackhole "$(ip_of "$1")/32"
+}
+
+env_vars() {
+    echo "DLOCK_LAB_NETLAB=$PWD/scripts/netlab.sh"
+    if [[ -f $RUN/kind ]] && [[ $(cat "$RUN/kind") == etcd ]]; then
+        local hosts=() m
+        for m in "${MEMBERS[@]}"; do hosts+=("$(ip_of "$m"):2379"); done
+        local IFS=,
+        echo "DLOCK_LAB_ETCD_URL=etcd://${hosts[*]}"
+        for m in "${MEMBERS[@]}"; do
+            echo "DLOCK_LAB_ETCD_URL_$m=etcd://$(ip_of "$m"):2379"
+        done
+    fi
+}
+
+cmd=${1:-}
+shift || true
+case $cmd in
+    up)
+        kind=${1:-etcd}
+        [[ $kind == etcd ]] || die "up: only etcd so far"
+        down
+        mkdir -p "$RUN"
+        echo "$kind" > "$RUN/kind"
+        net_up
+        "up_$kind"
+        ;;
+    down) down ;;
+    env) env_vars ;;
+    heal) heal ;;
+    leader) etcd_leader || die "no leader" ;;
+    isolate)
+        for peer in "${MEMBERS[@]}"; do [[ $peer == "$1" ]] || blackhole "$1" "$peer"; done ;;
+    cut) ip link set "$(veth "$1")" down ;;
+    sever) blackhole "$1" "$2" ;;
+    kill) pid=$(member_pid "$1"); alive "$pid" && kill -9 "$pid" || true ;;
+    restart)
+        pid=$(member_pid "$1")
+        if alive "$pid"; then kill -9 "$pid"; sleep 0.2; fi
+        start_etcd_member "$1" existing ;;
+    stop) kill -STOP "$(member_pid "$1")" ;;
+    cont) kill -CONT "$(member_pid "$1")" ;;
+    exec) n=$1; shift; in_ns "$n" "$@" ;;
+    *) sed -n '2,20p' "$0" >&2; exit 64 ;;
+esac
