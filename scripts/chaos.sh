@@ -5,7 +5,8 @@
 #
 #   bash scripts/chaos.sh etcd 5
 #
-# Needs root (network namespaces). Backends with a lab so far: etcd.
+# Needs root (network namespaces). Backends with a lab so far: etcd,
+# zookeeper, consul.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +14,10 @@ backend=${1:-}
 minutes=${2:-5}
 case $backend in
     etcd) package=dlock-etcd ;;
+    zookeeper) package=dlock-zookeeper ;;
+    consul) package=dlock-consul ;;
     *)
-        echo "chaos.sh: no fault lab for ${backend:-?} yet (have: etcd)" >&2
+        echo "chaos.sh: no fault lab for ${backend:-?} yet (have: etcd, zookeeper, consul)" >&2
         exit 64
         ;;
 esac

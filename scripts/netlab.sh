@@ -3,10 +3,12 @@
 # Linux network namespace of its own, joined by one bridge that is connected
 # to nothing else (nothing leaves the machine). Needs root and iproute2.
 #
-#   bash scripts/netlab.sh up etcd        # 3 etcd members + 3 client namespaces
+#   bash scripts/netlab.sh up KIND        # KIND: etcd, zookeeper or consul; 3 members
+#                                         # + 3 client namespaces
 #   bash scripts/netlab.sh down           # stop everything, remove namespaces
 #   bash scripts/netlab.sh env            # print DLOCK_LAB_* variables
 #   bash scripts/netlab.sh leader         # the member that leads (m1..m3)
+#   bash scripts/netlab.sh healthy        # exit 0 when the cluster serves
 #
 # Faults (the nemesis calls these; each is undone by `heal` or its pair):
 #   isolate MEMBER        MEMBER cannot reach the other members (clients still can)
@@ -16,13 +18,17 @@
 #   kill MEMBER | restart MEMBER | stop MEMBER | cont MEMBER
 #
 # Partitions are blackhole routes inside the namespaces (this kernel has no
-# netem and no iptables). Member i is 10.77.0.1i, client i is 10.77.0.2i;
-# the bridge (root namespace) is 10.77.0.1.
+# netem and no iptables). DLOCK_LAB_ID=N (0..99, default 0) names one lab of
+# several that may run at once: its namespaces are dlabN-m1.., its subnet
+# 10.77.N.0/24. Member i is 10.77.N.1i, client i is 10.77.N.2i; the bridge
+# (root namespace) is 10.77.N.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUN=${DLOCK_RUN_DIR:-$PWD/.run}/lab
-BRIDGE=dlab0
+LAB=${DLOCK_LAB_ID:-0}
+[[ $LAB =~ ^[0-9]{1,2}$ ]] || { echo "netlab: DLOCK_LAB_ID must be 0..99" >&2; exit 64; }
+RUN=${DLOCK_RUN_DIR:-$PWD/.run}/lab$LAB
+BRIDGE=dlab$LAB
 MEMBERS=(m1 m2 m3)
 CLIENTS=(c1 c2 c3)
 
@@ -31,13 +37,13 @@ die() { log "$*"; exit 1; }
 
 ip_of() {
     case $1 in
-        m[1-9]) echo "10.77.0.1${1#m}" ;;
-        c[1-9]) echo "10.77.0.2${1#c}" ;;
+        m[1-9]) echo "10.77.$LAB.1${1#m}" ;;
+        c[1-9]) echo "10.77.$LAB.2${1#c}" ;;
         *) die "unknown node $1 (m1..m3, c1..c3)" ;;
     esac
 }
-ns() { echo "dlab-$1"; }
-veth() { echo "dlv-$1"; }
+ns() { echo "dlab$LAB-$1"; }
+veth() { echo "dlv$LAB-$1"; }
 in_ns() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@"; }
 
 [[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
@@ -55,7 +61,7 @@ add_node() {
 
 net_up() {
     ip link add "$BRIDGE" type bridge
-    ip addr add 10.77.0.1/24 dev "$BRIDGE"
+    ip addr add "10.77.$LAB.1/24" dev "$BRIDGE"
     ip link set "$BRIDGE" up
     for n in "${MEMBERS[@]}" "${CLIENTS[@]}"; do add_node "$n"; done
 }
@@ -113,18 +119,138 @@ etcd_leader() {
     return 1
 }
 
-up_etcd() {
-    for m in "${MEMBERS[@]}"; do start_etcd_member "$m"; done
-    local i
-    for i in $(seq 1 100); do
-        if etcd_healthy; then
-            log "etcd: 3 members healthy ($(etcd_endpoints))"
+# ------------------------------------------------------------------ ZooKeeper
+JAVA=/usr/bin/java
+ZK_CP=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar
+
+start_zookeeper_member() {
+    local m=$1 i=${1#m} addr d
+    addr=$(ip_of "$m")
+    d=$RUN/zk-$m
+    mkdir -p "$d/data"
+    echo "$i" > "$d/data/myid"
+    # tickTime 500: short sessions, as in scripts/coordinators.sh.
+    {
+        echo "tickTime=500"
+        echo "minSessionTimeout=1000"
+        echo "maxSessionTimeout=60000"
+        echo "initLimit=10"
+        echo "syncLimit=5"
+        echo "dataDir=$d/data"
+        echo "clientPort=2181"
+        echo "clientPortAddress=$addr"
+        echo "admin.enableServer=false"
+        echo "4lw.commands.whitelist=srvr,ruok,mntr"
+        local n
+        for n in "${MEMBERS[@]}"; do
+            echo "server.${n#m}=$(ip_of "$n"):2888:3888"
+        done
+    } > "$d/zoo.cfg"
+    (exec ip netns exec "$(ns "$m")" "$JAVA" -Xmx200m -XX:+UseSerialGC \
+        -Dzookeeper.admin.enableServer=false -cp "$ZK_CP" \
+        org.apache.zookeeper.server.quorum.QuorumPeerMain "$d/zoo.cfg" \
+        >> "$d/log" 2>&1 < /dev/null) &
+    echo $! > "$(pidfile "$m")"
+}
+
+zk_mode() {
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/2181" && printf srvr >&3 && cat <&3' _ "$(ip_of "$1")" \
+        2>/dev/null | sed -n 's/^Mode: //p'
+}
+
+zookeeper_healthy() {
+    local m modes=""
+    for m in "${MEMBERS[@]}"; do modes+="$(zk_mode "$m") "; done
+    [[ $modes == *leader* && $(grep -o follower <<< "$modes" | wc -l) -ge 1 ]]
+}
+
+zookeeper_leader() {
+    local m
+    for m in "${MEMBERS[@]}"; do
+        [[ $(zk_mode "$m") == leader ]] && { echo "$m"; return 0; }
+    done
+    return 1
+}
+
+zookeeper_env() {
+    local hosts=() m
+    for m in "${MEMBERS[@]}"; do hosts+=("$(ip_of "$m"):2181"); done
+    local IFS=,
+    echo "DLOCK_LAB_ZOOKEEPER_URL=zk://${hosts[*]}"
+    for m in "${MEMBERS[@]}"; do echo "DLOCK_LAB_ZOOKEEPER_URL_$m=zk://$(ip_of "$m"):2181"; done
+}
+
+# ------------------------------------------------------------------ Consul
+start_consul_member() {
+    local m=$1 addr d joins=() n
+    addr=$(ip_of "$m")
+    d=$RUN/consul-$m
+    mkdir -p "$d/data"
+    for n in "${MEMBERS[@]}"; do joins+=("-retry-join=$(ip_of "$n")"); done
+    # raft_multiplier 1: fast elections, as in scripts/coordinators.sh.
+    printf 'performance {\n  raft_multiplier = 1\n}\nlimits {\n  http_max_conns_per_client = 1000\n}\ndisable_update_check = true\n' \
+        > "$d/consul.hcl"
+    (exec ip netns exec "$(ns "$m")" /usr/bin/consul agent -server -bootstrap-expect=3 \
+        -node="$m" -data-dir="$d/data" -config-file="$d/consul.hcl" \
+        -bind="$addr" -advertise="$addr" -client="$addr" "${joins[@]}" \
+        >> "$d/log" 2>&1 < /dev/null) &
+    echo $! > "$(pidfile "$m")"
+}
+
+consul_leader_addr() {
+    curl -s --max-time 1 "http://$(ip_of "$1"):8500/v1/status/leader" 2>/dev/null | tr -d '"'
+}
+
+consul_healthy() {
+    local m l
+    for m in "${MEMBERS[@]}"; do
+        l=$(consul_leader_addr "$m")
+        [[ -n $l ]] || return 1
+    done
+    curl -sf --max-time 2 -X PUT -d ok "http://$(ip_of m1):8500/v1/kv/dlab-probe" 2>/dev/null | grep -q true
+}
+
+consul_leader() {
+    local m l
+    for m in "${MEMBERS[@]}"; do
+        l=$(consul_leader_addr "$m")
+        [[ -n $l ]] || continue
+        for n in "${MEMBERS[@]}"; do
+            [[ $l == "$(ip_of "$n"):8300" ]] && { echo "$n"; return 0; }
+        done
+    done
+    return 1
+}
+
+consul_env() {
+    echo "DLOCK_LAB_CONSUL_URL=consul://$(ip_of m3):8500"
+    local m
+    for m in "${MEMBERS[@]}"; do echo "DLOCK_LAB_CONSUL_URL_$m=consul://$(ip_of "$m"):8500"; done
+}
+
+# ------------------------------------------------------------------ any kind
+kind() { cat "$RUN/kind" 2>/dev/null || die "no lab is up (netlab.sh up KIND)"; }
+
+etcd_env() {
+    local hosts=() m
+    for m in "${MEMBERS[@]}"; do hosts+=("$(ip_of "$m"):2379"); done
+    local IFS=,
+    echo "DLOCK_LAB_ETCD_URL=etcd://${hosts[*]}"
+    for m in "${MEMBERS[@]}"; do echo "DLOCK_LAB_ETCD_URL_$m=etcd://$(ip_of "$m"):2379"; done
+}
+
+up_kind() {
+    local k=$1 m i
+    for m in "${MEMBERS[@]}"; do "start_${k}_member" "$m" new; done
+    for i in $(seq 1 150); do
+        if "${k}_healthy"; then
+            log "$k: 3 members healthy"
             return 0
         fi
         sleep 0.2
     done
-    tail -n 20 "$RUN"/etcd-*/log >&2 || true
-    die "etcd: cluster not healthy within 20 s"
+    tail -n 20 "$RUN"/*-m*/log >&2 || true
+    die "$k: cluster not healthy within 30 s"
 }
 
 # ------------------------------------------------------------------ commands
@@ -159,33 +285,27 @@ blackhole() {
 
 env_vars() {
     echo "DLOCK_LAB_NETLAB=$PWD/scripts/netlab.sh"
-    if [[ -f $RUN/kind ]] && [[ $(cat "$RUN/kind") == etcd ]]; then
-        local hosts=() m
-        for m in "${MEMBERS[@]}"; do hosts+=("$(ip_of "$m"):2379"); done
-        local IFS=,
-        echo "DLOCK_LAB_ETCD_URL=etcd://${hosts[*]}"
-        for m in "${MEMBERS[@]}"; do
-            echo "DLOCK_LAB_ETCD_URL_$m=etcd://$(ip_of "$m"):2379"
-        done
-    fi
+    [[ -f $RUN/kind ]] && "$(kind)_env"
+    return 0
 }
 
 cmd=${1:-}
 shift || true
 case $cmd in
     up)
-        kind=${1:-etcd}
-        [[ $kind == etcd ]] || die "up: only etcd so far"
+        k=${1:-etcd}
+        [[ $k == etcd || $k == zookeeper || $k == consul ]] || die "up: KIND is etcd, zookeeper or consul"
         down
         mkdir -p "$RUN"
-        echo "$kind" > "$RUN/kind"
+        echo "$k" > "$RUN/kind"
         net_up
-        "up_$kind"
+        up_kind "$k"
         ;;
     down) down ;;
     env) env_vars ;;
     heal) heal ;;
-    leader) etcd_leader || die "no leader" ;;
+    leader) "$(kind)_leader" || die "no leader" ;;
+    healthy) "$(kind)_healthy" ;;
     isolate)
         for peer in "${MEMBERS[@]}"; do [[ $peer == "$1" ]] || blackhole "$1" "$peer"; done ;;
     cut) ip link set "$(veth "$1")" down ;;
@@ -194,7 +314,7 @@ case $cmd in
     restart)
         pid=$(member_pid "$1")
         if alive "$pid"; then kill -9 "$pid"; sleep 0.2; fi
-        start_etcd_member "$1" existing ;;
+        "start_$(kind)_member" "$1" existing ;;
     stop) kill -STOP "$(member_pid "$1")" ;;
     cont) kill -CONT "$(member_pid "$1")" ;;
     exec) n=$1; shift; in_ns "$n" "$@" ;;

@@ -45,8 +45,9 @@ cargo nextest run --workspace --all-features --no-fail-fast --test-threads 6 \
 cargo nextest run --workspace --all-features --no-fail-fast --test-threads 1 \
     --no-tests warn -E 'binary(faults)'
 # The fault lab: 3-member clusters and clients in network namespaces
-# (scripts/netlab.sh, root), a nemesis and a history checker; one at a time.
-cargo nextest run --workspace --all-features --no-fail-fast --test-threads 1 \
+# (scripts/netlab.sh, root), a nemesis and a history checker. Each run has a
+# network of its own (DLOCK_LAB_ID), so they run side by side.
+cargo nextest run --workspace --all-features --no-fail-fast --test-threads 4 \
     --no-tests warn -E 'binary(lab)'
 cargo test --workspace --all-features --doc
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 fn main() -> std::process::ExitCode {
     dlock_testkit::lab::Lab::new("etcd")
+        .self_test()
         .client_url(|env, client| {
             let key = match client {
                 "c1" => "DLOCK_LAB_ETCD_URL_m1",

@@ -60,6 +60,7 @@ pub struct Lab {
     heal_for: Duration,
     tasks: usize,
     names: Vec<String>,
+    self_test: bool,
 }
 
 /// What one run saw.
@@ -90,6 +91,7 @@ impl Lab {
             heal_for: Duration::from_secs(3),
             tasks: 3,
             names: vec!["lab-a".into(), "lab-b".into(), "lab-c".into()],
+            self_test: false,
         }
     }
 
@@ -113,10 +115,38 @@ impl Lab {
         self
     }
 
+    /// Also run the lab's self-test (`checker_catches_a_seeded_overlap`).
+    /// It checks the lab, not the backend: one backend's lab running it in
+    /// CI is enough.
+    pub fn self_test(mut self) -> Self {
+        self.self_test = true;
+        self
+    }
+
     /// `lock_for` of every hold (default 3 s).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
+    }
+
+    /// The network of this backend's lab (`DLOCK_LAB_ID`), so that the labs
+    /// of different backends can run at once; the self-test uses its own.
+    fn lab_id(&self, self_test: bool) -> u8 {
+        let base = match self.backend {
+            "etcd" => 1,
+            "zookeeper" => 2,
+            "consul" => 3,
+            "postgres" => 4,
+            "mysql" => 5,
+            "sqlite" => 6,
+            "memory" => 7,
+            _ => 9,
+        };
+        if self_test {
+            base + 10
+        } else {
+            base
+        }
     }
 
     /// The schedule: every fault kind once, clients as the roles need.
@@ -134,9 +164,9 @@ impl Lab {
     }
 
     /// Runs as a libtest-compatible binary (or as a worker, when the lab
-    /// started this process as one). Two trials:
+    /// started this process as one). Its trials:
     /// - `lab::<backend>::faults`: the whole schedule; fails on any violation;
-    /// - `lab::<backend>::checker_catches_a_seeded_overlap`: the lab's
+    /// - with [`Lab::self_test`], `lab::<backend>::checker_catches_a_seeded_overlap`: the lab's
     ///   self-test, on a backend whose leases claim too long a validity,
     ///   with clients stopped past their lease; fails unless the checker
     ///   reports the overlap (a lab that cannot fail proves nothing).
@@ -155,7 +185,12 @@ impl Lab {
             format!("lab::{}::checker_catches_a_seeded_overlap", self.backend),
             move || lab.seeded_overlap().map_err(libtest_mimic::Failed::from),
         );
-        libtest_mimic::run(&args, vec![faults, seeded]).exit_code()
+        let trials = if self.self_test {
+            vec![faults, seeded]
+        } else {
+            vec![faults]
+        };
+        libtest_mimic::run(&args, trials).exit_code()
     }
 
     fn seeded_overlap(&self) -> std::result::Result<(), String> {
@@ -204,10 +239,13 @@ impl Lab {
         schedule: Vec<Fault>,
         overlong_validity: bool,
     ) -> std::result::Result<(Report, check::Violations), String> {
-        let netlab = netlab_path()?;
+        let netlab = Netlab {
+            script: netlab_path()?,
+            id: self.lab_id(overlong_validity),
+        };
         let _down = Down(netlab.clone());
-        run_netlab(&netlab, &["up", self.cluster])?;
-        let env = netlab_env(&netlab)?;
+        netlab.run(&["up", self.cluster])?;
+        let env = netlab.env()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -273,7 +311,7 @@ impl Lab {
 
     async fn drive_in(
         &self,
-        netlab: PathBuf,
+        netlab: Netlab,
         env: HashMap<String, String>,
         schedule: Vec<Fault>,
         overlong_validity: bool,
@@ -286,7 +324,9 @@ impl Lab {
             .ok()
             .and_then(|m| m.parse().ok())
             .unwrap_or(0.0);
-        let one_round = (self.fault_for + self.heal_for) * (schedule.len() as u32) + self.lease * 2;
+        // A stopped client stays stopped past its lease (see Nemesis).
+        let longest = self.fault_for.max(self.lease + Duration::from_secs(3));
+        let one_round = (longest + self.heal_for) * (schedule.len() as u32) + self.lease * 2;
         let rounds = ((minutes * 60.0) / one_round.as_secs_f64()).ceil().max(1.0) as u32;
         // Workers run through every round, and a little past the last.
         let run_for = one_round * rounds + self.heal_for;
@@ -306,7 +346,7 @@ impl Lab {
             };
             let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
             let mut child = tokio::process::Command::new("ip")
-                .args(["netns", "exec", &format!("dlab-{c}")])
+                .args(["netns", "exec", &format!("dlab{}-{c}", netlab.id)])
                 .arg(&exe)
                 .env(worker::ENV, json)
                 .stdout(Stdio::piped())
@@ -336,6 +376,7 @@ impl Lab {
             netlab,
             fault_for: self.fault_for,
             heal_for: self.heal_for,
+            lease: self.lease,
         };
         // Let the workers connect and take a few holds first.
         tokio::time::sleep(self.heal_for).await;
@@ -391,12 +432,69 @@ impl Lab {
     }
 }
 
+/// One lab's network: `scripts/netlab.sh` with its `DLOCK_LAB_ID`.
+#[derive(Clone, Debug)]
+pub struct Netlab {
+    /// `scripts/netlab.sh`.
+    pub script: PathBuf,
+    /// `DLOCK_LAB_ID`.
+    pub id: u8,
+}
+
+impl Netlab {
+    /// Runs `netlab.sh ARGS` to completion; its stdout.
+    pub fn run(&self, args: &[&str]) -> std::result::Result<String, String> {
+        let out = std::process::Command::new("bash")
+            .arg(&self.script)
+            .args(args)
+            .env("DLOCK_LAB_ID", self.id.to_string())
+            .output()
+            .map_err(|e| format!("netlab {args:?}: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "netlab {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// The same, without blocking the runtime.
+    pub async fn run_async(&self, args: &[&str]) -> std::result::Result<String, String> {
+        let out = tokio::process::Command::new("bash")
+            .arg(&self.script)
+            .args(args)
+            .env("DLOCK_LAB_ID", self.id.to_string())
+            .output()
+            .await
+            .map_err(|e| format!("netlab {args:?}: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(format!(
+                "netlab {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    fn env(&self) -> std::result::Result<HashMap<String, String>, String> {
+        Ok(self
+            .run(&["env"])?
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
+    }
+}
+
 /// Stops the lab's network and cluster when the run ends, however it ends.
-struct Down(PathBuf);
+struct Down(Netlab);
 
 impl Drop for Down {
     fn drop(&mut self) {
-        let _ = run_netlab(&self.0, &["down"]);
+        let _ = self.0.run(&["down"]);
     }
 }
 
@@ -414,30 +512,6 @@ fn netlab_path() -> std::result::Result<PathBuf, String> {
             "scripts/netlab.sh not found: run from the dlock workspace or set DLOCK_LAB_NETLAB"
                 .to_string()
         })
-}
-
-fn run_netlab(netlab: &PathBuf, args: &[&str]) -> std::result::Result<String, String> {
-    let out = std::process::Command::new("bash")
-        .arg(netlab)
-        .args(args)
-        .output()
-        .map_err(|e| format!("netlab {args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "netlab {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn netlab_env(netlab: &PathBuf) -> std::result::Result<HashMap<String, String>, String> {
-    Ok(run_netlab(netlab, &["env"])?
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect())
 }
 
 fn print_report(backend: &str, r: &Report, v: &check::Violations) {

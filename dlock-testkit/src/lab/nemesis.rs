@@ -3,9 +3,8 @@
 //! fault is undone before the next (`heal`, `restart`, `SIGCONT`), with a
 //! quiet gap between them.
 
-use std::path::PathBuf;
+use super::Netlab;
 use std::time::Duration;
-use tokio::process::Command;
 
 /// One kind of fault.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,30 +57,19 @@ pub struct Injected {
 
 /// Runs faults through `netlab`.
 pub struct Nemesis {
-    /// `scripts/netlab.sh`.
-    pub netlab: PathBuf,
+    /// The lab's network.
+    pub netlab: Netlab,
     /// How long each fault lasts.
     pub fault_for: Duration,
     /// The quiet gap after each fault.
     pub heal_for: Duration,
+    /// The workers' `lock_for`: a stopped client stays stopped longer.
+    pub lease: Duration,
 }
 
 impl Nemesis {
     async fn netlab(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("bash")
-            .arg(&self.netlab)
-            .args(args)
-            .output()
-            .await
-            .map_err(|e| format!("netlab {args:?}: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(format!(
-                "netlab {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        self.netlab.run_async(args).await
     }
 
     /// The current leader (retried through an election).
@@ -181,7 +169,8 @@ impl Nemesis {
                 );
                 nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
                     .map_err(|e| format!("SIGSTOP {c}: {e}"))?;
-                tokio::time::sleep(self.fault_for).await;
+                // Past its lease, so that others take its locks meanwhile.
+                tokio::time::sleep(self.fault_for.max(self.lease + Duration::from_secs(3))).await;
                 nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT)
                     .map_err(|e| format!("SIGCONT {c}: {e}"))?;
                 Ok(c.clone())
