@@ -6,7 +6,7 @@
 #   bash scripts/chaos.sh etcd 5
 #
 # Needs root (network namespaces). Backends with a lab so far: etcd,
-# zookeeper, consul.
+# zookeeper, consul, postgres, mysql (MariaDB), sqlite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,11 +16,12 @@ case $backend in
     etcd) package=dlock-etcd ;;
     zookeeper) package=dlock-zookeeper ;;
     consul) package=dlock-consul ;;
+    postgres | mysql | sqlite) package=dlock-sql; test=lab_$backend ;;
     *)
-        echo "chaos.sh: no fault lab for ${backend:-?} yet (have: etcd, zookeeper, consul)" >&2
+        echo "chaos.sh: no fault lab for ${backend:-?} yet (have: etcd, zookeeper, consul, postgres, mysql, sqlite)" >&2
         exit 64
         ;;
 esac
 [[ $minutes =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "chaos.sh: MINUTES must be a number" >&2; exit 64; }
 DLOCK_LAB_MINUTES=$minutes exec cargo nextest run -p "$package" --all-features \
-    --test lab --no-capture --no-fail-fast -E 'test(/::faults$/)'
+    --test "${test:-lab}" --no-capture --no-fail-fast -E 'test(/::faults$/)'

@@ -3,8 +3,9 @@
 # Linux network namespace of its own, joined by one bridge that is connected
 # to nothing else (nothing leaves the machine). Needs root and iproute2.
 #
-#   bash scripts/netlab.sh up KIND        # KIND: etcd, zookeeper or consul; 3 members
-#                                         # + 3 client namespaces
+#   bash scripts/netlab.sh up KIND        # KIND: etcd, zookeeper or consul (3 members),
+#                                         # postgres or mariadb (one server), sqlite
+#                                         # (no server); + 3 client namespaces
 #   bash scripts/netlab.sh down           # stop everything, remove namespaces
 #   bash scripts/netlab.sh env            # print DLOCK_LAB_* variables
 #   bash scripts/netlab.sh leader         # the member that leads (m1..m3)
@@ -228,7 +229,103 @@ consul_env() {
     for m in "${MEMBERS[@]}"; do echo "DLOCK_LAB_CONSUL_URL_$m=consul://$(ip_of "$m"):8500"; done
 }
 
+# ------------------------------------------------------------------ PostgreSQL
+# One server (m1), as dlock's SQL backends use one; the clients reach it
+# over the bridge with a password, as applications do.
+PG_BIN=""
+for d in /usr/lib/postgresql/*/bin; do [[ -x $d/postgres ]] && PG_BIN=$d; done
+as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
+
+start_postgres_member() {
+    local m=$1 addr d
+    addr=$(ip_of "$m")
+    d=$RUN/pg-$m
+    [[ -n $PG_BIN ]] || die "postgres: not installed (scripts/install-deps.sh)"
+    mkdir -p "$d/sock"
+    chown postgres:postgres "$d" "$d/sock"
+    chmod 700 "$d"
+    if [[ ! -s $d/data/PG_VERSION ]]; then
+        as_pg "$PG_BIN/initdb" -D "$d/data" -U postgres -E UTF8 --locale=C \
+            --auth-local=trust --auth-host=scram-sha-256 >> "$d/log" 2>&1 \
+            || die "postgres: initdb failed (see $d/log)"
+        echo "host all all 10.77.0.0/16 scram-sha-256" >> "$d/data/pg_hba.conf"
+    fi
+    (exec ip netns exec "$(ns "$m")" setpriv --reuid=postgres --regid=postgres --init-groups -- \
+        "$PG_BIN/postgres" -D "$d/data" -c port=5432 -c listen_addresses="$addr" \
+        -c unix_socket_directories="$d/sock" -c max_connections=300 \
+        >> "$d/log" 2>&1 < /dev/null) &
+    echo $! > "$(pidfile "$m")"
+}
+
+pg_psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$RUN/pg-m1/sock" -p 5432 -U postgres "$@"; }
+
+postgres_healthy() {
+    "$PG_BIN/pg_isready" -q -h "$RUN/pg-m1/sock" -p 5432 -t 1 || return 1
+    [[ -f $RUN/pg-m1/setup-done ]] && return 0
+    pg_psql -d postgres >> "$RUN/pg-m1/log" 2>&1 <<'SQL' || return 1
+SET password_encryption = 'scram-sha-256';
+CREATE ROLE dlock LOGIN PASSWORD 'dlock';
+CREATE DATABASE dlock OWNER dlock;
+SQL
+    touch "$RUN/pg-m1/setup-done"
+}
+
+postgres_leader() { echo m1; }
+postgres_env() { echo "DLOCK_LAB_POSTGRES_URL=postgres://dlock:dlock@$(ip_of m1):5432/dlock"; }
+
+# ------------------------------------------------------------------ MariaDB
+start_mariadb_member() {
+    local m=$1 addr d
+    addr=$(ip_of "$m")
+    d=$RUN/my-$m
+    mkdir -p "$d"
+    chown mysql:mysql "$d"
+    chmod 750 "$d"
+    if [[ ! -d $d/data/mysql ]]; then
+        mariadb-install-db --no-defaults --datadir="$d/data" --user=mysql \
+            --skip-test-db --auth-root-authentication-method=socket >> "$d/log" 2>&1 \
+            || die "mariadb: mariadb-install-db failed (see $d/log)"
+    fi
+    (exec ip netns exec "$(ns "$m")" /usr/sbin/mariadbd --no-defaults --user=mysql \
+        --datadir="$d/data" --socket="$d/mysqld.sock" --pid-file="$d/mariadbd.pid" \
+        --port=3306 --bind-address="$addr" --skip-name-resolve \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
+        --max-connections=500 >> "$d/log" 2>&1 < /dev/null) &
+    echo $! > "$(pidfile "$m")"
+}
+
+mariadb_healthy() {
+    local d=$RUN/my-m1
+    mariadb --no-defaults --socket="$d/mysqld.sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 || return 1
+    [[ -f $d/setup-done ]] && return 0
+    mariadb --no-defaults --socket="$d/mysqld.sock" -uroot >> "$d/log" 2>&1 <<'SQL' || return 1
+CREATE DATABASE IF NOT EXISTS dlock;
+CREATE USER IF NOT EXISTS 'dlock'@'%' IDENTIFIED BY 'dlock';
+GRANT ALL PRIVILEGES ON dlock.* TO 'dlock'@'%';
+FLUSH PRIVILEGES;
+SQL
+    touch "$d/setup-done"
+}
+
+mariadb_leader() { echo m1; }
+mariadb_env() { echo "DLOCK_LAB_MYSQL_URL=mysql://dlock:dlock@$(ip_of m1):3306/dlock"; }
+
+# ------------------------------------------------------------------ SQLite
+# No server: the clients share one database file (SQLite's one host).
+start_sqlite_member() { :; }
+sqlite_healthy() { :; }
+sqlite_leader() { echo none; }
+sqlite_env() { echo "DLOCK_LAB_SQLITE_URL=sqlite://$RUN/sqlite/lab.db"; }
+
 # ------------------------------------------------------------------ any kind
+# The members a kind runs: three for the clusters, one server for SQL.
+members_of() {
+    case $1 in
+        etcd | zookeeper | consul) echo "${MEMBERS[@]}" ;;
+        postgres | mariadb) echo m1 ;;
+        sqlite) mkdir -p "$RUN/sqlite" && chmod 777 "$RUN/sqlite"; echo m1 ;;
+    esac
+}
 kind() { cat "$RUN/kind" 2>/dev/null || die "no lab is up (netlab.sh up KIND)"; }
 
 etcd_env() {
@@ -241,16 +338,16 @@ etcd_env() {
 
 up_kind() {
     local k=$1 m i
-    for m in "${MEMBERS[@]}"; do "start_${k}_member" "$m" new; done
+    for m in $(members_of "$k"); do "start_${k}_member" "$m" new; done
     for i in $(seq 1 150); do
         if "${k}_healthy"; then
-            log "$k: 3 members healthy"
+            log "$k: serving"
             return 0
         fi
         sleep 0.2
     done
     tail -n 20 "$RUN"/*-m*/log >&2 || true
-    die "$k: cluster not healthy within 30 s"
+    die "$k: not serving within 30 s"
 }
 
 # ------------------------------------------------------------------ commands
@@ -294,7 +391,10 @@ shift || true
 case $cmd in
     up)
         k=${1:-etcd}
-        [[ $k == etcd || $k == zookeeper || $k == consul ]] || die "up: KIND is etcd, zookeeper or consul"
+        case $k in
+            etcd | zookeeper | consul | postgres | mariadb | sqlite) ;;
+            *) die "up: KIND is etcd, zookeeper, consul, postgres, mariadb or sqlite" ;;
+        esac
         down
         mkdir -p "$RUN"
         echo "$k" > "$RUN/kind"

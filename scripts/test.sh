@@ -40,7 +40,7 @@ done
 export RUST_BACKTRACE=1
 # Conformance cases mostly wait on leases; more threads than cores is fine.
 cargo nextest run --workspace --all-features --no-fail-fast --test-threads 6 \
-    -E 'not binary(faults) and not binary(lab)' "$@"
+    -E 'not binary(faults) and not binary(/^lab/)' "$@"
 # Fault tests restart shared coordinators: alone and one at a time.
 cargo nextest run --workspace --all-features --no-fail-fast --test-threads 1 \
     --no-tests warn -E 'binary(faults)'
@@ -48,7 +48,7 @@ cargo nextest run --workspace --all-features --no-fail-fast --test-threads 1 \
 # (scripts/netlab.sh, root), a nemesis and a history checker. Each run has a
 # network of its own (DLOCK_LAB_ID), so they run side by side.
 cargo nextest run --workspace --all-features --no-fail-fast --test-threads 4 \
-    --no-tests warn -E 'binary(lab)'
+    --no-tests warn -E 'binary(/^lab/)'
 cargo test --workspace --all-features --doc
 
 # The examples, each checking its own claim (exit non-zero otherwise) on

@@ -115,6 +115,14 @@ impl Lab {
         self
     }
 
+    /// The coordinator `netlab.sh` starts (`up KIND`): `etcd`, `zookeeper`,
+    /// `consul` (3 members), `postgres`, `mariadb` (one server), `sqlite`
+    /// (none). Default: the backend's name.
+    pub fn cluster(mut self, kind: &'static str) -> Self {
+        self.cluster = kind;
+        self
+    }
+
     /// Also run the lab's self-test (`checker_catches_a_seeded_overlap`).
     /// It checks the lab, not the backend: one backend's lab running it in
     /// CI is enough.
@@ -149,8 +157,27 @@ impl Lab {
         }
     }
 
-    /// The schedule: every fault kind once, clients as the roles need.
+    /// The schedule: every fault kind the topology has, once.
     fn schedule(&self) -> Vec<Fault> {
+        match self.cluster {
+            // One server: it is killed and stopped, clients cut from it.
+            "postgres" | "mariadb" => {
+                return vec![
+                    Fault::PartitionClient("c3".into()),
+                    Fault::KillLeader,
+                    Fault::StopLeader,
+                    Fault::StopClient("c2".into()),
+                ]
+            }
+            // One file on one host: only the clients can misbehave.
+            "sqlite" => {
+                return vec![
+                    Fault::StopClient("c1".into()),
+                    Fault::StopClient("c2".into()),
+                ]
+            }
+            _ => {}
+        }
         vec![
             Fault::IsolateFollower,
             Fault::IsolateLeader,
@@ -254,7 +281,12 @@ impl Lab {
         let report = rt.block_on(self.drive_in(netlab, env, schedule, overlong_validity))?;
         let accepted = self.accepted();
         let violations = check::check(&report.holds, &accepted);
-        print_report(self.backend, &report, &violations);
+        let topology = match self.cluster {
+            "postgres" | "mariadb" => "one server",
+            "sqlite" => "one database file",
+            _ => "3-member cluster",
+        };
+        print_report(self.backend, topology, &report, &violations);
         Ok((report, violations))
     }
 
@@ -514,7 +546,7 @@ fn netlab_path() -> std::result::Result<PathBuf, String> {
         })
 }
 
-fn print_report(backend: &str, r: &Report, v: &check::Violations) {
+fn print_report(backend: &str, topology: &str, r: &Report, v: &check::Violations) {
     let mut ends: BTreeMap<End, usize> = BTreeMap::new();
     for h in &r.holds {
         *ends.entry(h.end).or_default() += 1;
@@ -527,7 +559,7 @@ fn print_report(backend: &str, r: &Report, v: &check::Violations) {
         .filter(|w| !w.checked)
         .collect();
     println!(
-        "== fault lab: {backend}, 3-member cluster, {} clients",
+        "== fault lab: {backend}, {topology}, {} clients",
         CLIENTS.len()
     );
     println!(

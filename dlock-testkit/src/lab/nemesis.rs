@@ -18,9 +18,10 @@ pub enum Fault {
     /// The only member a client talks to cut off from the other members
     /// (the client still reaches it).
     IsolateClientsMember(String, String),
-    /// kill -9 the leader, restart it after the fault time.
+    /// kill -9 the leader (the server, for one server), restart it after
+    /// the fault time.
     KillLeader,
-    /// SIGSTOP the leader for the fault time.
+    /// SIGSTOP the leader (the server) for the fault time.
     StopLeader,
     /// A follower's link down (nobody reaches it).
     CutFollower,

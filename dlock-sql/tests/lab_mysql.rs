@@ -1,0 +1,22 @@
+//! The fault lab on mariadb: the clients, each in a network namespace of its
+//! own (scripts/netlab.sh; needs root), reach one server over a bridge; the
+//! server is killed and stopped, clients cut from it and stopped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::Arc;
+
+fn main() -> std::process::ExitCode {
+    dlock_testkit::lab::Lab::new("mysql")
+        .cluster("mariadb")
+        .client_url(|env, _client| {
+            format!(
+                "{}?table=dlock_lab",
+                env.get("DLOCK_LAB_MYSQL_URL").cloned().unwrap_or_default()
+            )
+        })
+        .connect(|url: String| async move {
+            Ok(Arc::new(dlock_sql::MysqlBackend::connect(&url).await?)
+                as Arc<dyn dlock_core::LockBackend>)
+        })
+        .run()
+}
