@@ -31,7 +31,8 @@ const HOLD_BACK: Duration = Duration::from_millis(300);
 const ANSWER_DELAY: Duration = Duration::from_millis(150);
 
 /// How far behind the guard's reading the watcher may see the renewal that
-/// produced it (the watcher polls every 10 ms; allow for a loaded machine).
+/// produced it, besides the case's measured margin (which covers the
+/// watcher's round trip): the watcher polls every 10 ms.
 const SIGHTING_LAG: Duration = Duration::from_millis(150);
 
 /// Drives `op` to its answer, but reads the answer late. Between polls a
@@ -228,6 +229,10 @@ pub(crate) async fn keep_alive_validity_never_outlives_the_coordinator(ctx: Ctx)
     } else {
         (None, ctx.locker("owner-a").await?)
     };
+    // The watcher's first look opens its connection: not while it times
+    // the grant's sighting.
+    watcher.inspect(&lock_name).await.ctx("inspect")?;
+    let lag = SIGHTING_LAG + ctx.margin();
     let t0 = BootInstant::now();
     let g = a
         .try_lock(&name, lease)
@@ -272,12 +277,12 @@ pub(crate) async fn keep_alive_validity_never_outlives_the_coordinator(ctx: Ctx)
             let seen = sightings
                 .iter()
                 .rev()
-                .find(|(t, _)| *t <= *read + SIGHTING_LAG)
+                .find(|(t, _)| *t <= *read + lag)
                 .map(|(t, _)| *t)
                 .ok_or_else(|| {
                     format!(
-                        "the guard counted on a lease (belief {k}) before the coordinator \
-                         showed one"
+                        "the guard counted on a lease (belief {k}) more than {lag:?} before \
+                         the coordinator showed one"
                     )
                 })?;
             ensure!(
