@@ -26,6 +26,11 @@ echo "== cargo package --workspace"
 # touches nothing else.
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/dlock-*-"$version"
+# For the same reason, cargo trusts a registry crate it has built once at a
+# name-version and never rebuilds it: with a target dir shared across runs
+# the verification would link today's crates against an earlier dlock-core.
+# Forget every dlock build so each is rebuilt from what was packaged now.
+rm -rf "${CARGO_TARGET_DIR:-target}"/debug/.fingerprint/dlock-*
 cargo package --workspace
 
 echo "== the README's first command, fresh clone, no protoc"
