@@ -81,11 +81,7 @@ impl Http {
             // One root policy on every dlock backend (TlsRoots).
             .tls_built_in_webpki_certs(config.tls_roots == TlsRoots::Webpki)
             .tls_built_in_native_certs(config.tls_roots == TlsRoots::System);
-        if config.tls_roots == TlsRoots::CaFileOnly && config.ca_file.is_none() {
-            return Err(Error::InvalidConfig(
-                "tls_roots=ca_file_only needs ca_file= (the CA to trust)".into(),
-            ));
-        }
+        config.tls_roots.check_ca_file(config.ca_file.is_some())?;
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path).map_err(|e| {
                 Error::InvalidConfig(format!(

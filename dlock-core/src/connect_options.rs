@@ -30,6 +30,17 @@ impl TlsRoots {
     /// The URL option that chooses it: `tls_roots=webpki|system`.
     pub const URL_OPTION: &'static str = "tls_roots";
 
+    /// `InvalidConfig` when this choice needs a CA file and none is given
+    /// (`ca_file_only` trusts nothing else).
+    pub fn check_ca_file(self, ca_file_given: bool) -> Result<()> {
+        if self == TlsRoots::CaFileOnly && !ca_file_given {
+            return Err(Error::InvalidConfig(
+                "tls_roots=ca_file_only needs ca_file= (the CA to trust)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The option's value for this choice.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -19,16 +19,10 @@ fn read(what: &str, path: &Path) -> Result<Vec<u8>> {
 /// from `ca_file`, a client identity from `cert_file` + `key_file`, and an
 /// optional server name override.
 pub(crate) fn options(config: &EtcdConfig) -> Result<TlsOptions> {
+    config.tls_roots.check_ca_file(config.ca_file.is_some())?;
     let mut tls = match config.tls_roots {
         TlsRoots::System => TlsOptions::new().with_native_roots(),
-        TlsRoots::CaFileOnly => {
-            if config.ca_file.is_none() {
-                return Err(Error::InvalidConfig(
-                    "tls_roots=ca_file_only needs ca_file= (the CA to trust)".into(),
-                ));
-            }
-            TlsOptions::new()
-        }
+        TlsRoots::CaFileOnly => TlsOptions::new(),
         _ => TlsOptions::new().with_webpki_roots(),
     };
     if let Some(ca) = &config.ca_file {

@@ -51,6 +51,15 @@ use std::time::Duration;
 pub type ConnectFn =
     Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn LockBackend>>> + Send + Sync>;
 
+/// `f` as a [`ConnectFn`] (the suite's and the lab's `.connect(..)`).
+pub(crate) fn connect_fn<F, Fut>(f: F) -> ConnectFn
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Arc<dyn LockBackend>>> + Send + 'static,
+{
+    Arc::new(move |u| Box::pin(f(u)))
+}
+
 /// Puts a run's namespace into a URL.
 pub type NamespaceFn = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
 
@@ -121,7 +130,7 @@ impl Suite {
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Arc<dyn LockBackend>>> + Send + 'static,
     {
-        self.connect = Some(Arc::new(move |u| Box::pin(f(u))));
+        self.connect = Some(connect_fn(f));
         self
     }
 

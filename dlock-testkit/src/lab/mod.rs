@@ -111,7 +111,7 @@ impl Lab {
         F: Fn(String) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Arc<dyn LockBackend>>> + Send + 'static,
     {
-        self.connect = Some(Arc::new(move |u| Box::pin(f(u))));
+        self.connect = Some(crate::connect_fn(f));
         self
     }
 
@@ -474,7 +474,7 @@ pub struct Netlab {
 }
 
 impl Netlab {
-    /// Runs `netlab.sh ARGS` to completion; its stdout.
+    /// Runs `netlab.sh ARGS` to completion; its stdout, trimmed.
     pub fn run(&self, args: &[&str]) -> std::result::Result<String, String> {
         let out = std::process::Command::new("bash")
             .arg(&self.script)
@@ -483,7 +483,7 @@ impl Netlab {
             .output()
             .map_err(|e| format!("netlab {args:?}: {e}"))?;
         if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         } else {
             Err(format!(
                 "netlab {args:?} failed: {}",
@@ -492,23 +492,18 @@ impl Netlab {
         }
     }
 
-    /// The same, without blocking the runtime.
+    /// [`Netlab::run`] on a blocking thread, so the runtime keeps serving.
     pub async fn run_async(&self, args: &[&str]) -> std::result::Result<String, String> {
-        let out = tokio::process::Command::new("bash")
-            .arg(&self.script)
-            .args(args)
-            .env("DLOCK_LAB_ID", self.id.to_string())
-            .output()
-            .await
-            .map_err(|e| format!("netlab {args:?}: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(format!(
-                "netlab {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        let (lab, args) = (
+            self.clone(),
+            args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            lab.run(&args)
+        })
+        .await
+        .map_err(|e| format!("netlab task: {e}"))?
     }
 
     fn env(&self) -> std::result::Result<HashMap<String, String>, String> {

@@ -94,6 +94,14 @@ pub(crate) async fn run(spec: WorkerSpec, connect: ConnectFn) -> Result<(), Stri
     std::process::exit(0);
 }
 
+/// Whether `lost()` completes within a second: a guard that no longer holds
+/// must have said so.
+async fn reported(lost: &dlock_core::LostSignal) -> bool {
+    tokio::time::timeout(Duration::from_secs(1), lost.wait())
+        .await
+        .is_ok()
+}
+
 struct Task {
     spec: WorkerSpec,
     task: usize,
@@ -268,9 +276,7 @@ impl Task {
         }
         if gone {
             rec.end = End::Lost;
-            rec.lost_reported = tokio::time::timeout(Duration::from_secs(1), lost.wait())
-                .await
-                .is_ok();
+            rec.lost_reported = reported(&lost).await;
             return rec;
         }
         if rand::rng().random_bool(0.2) {
@@ -293,9 +299,7 @@ impl Task {
             Ok(Ok(())) => rec.end = End::Released,
             Ok(Err(Error::LockLost { .. })) => {
                 rec.end = End::Lost;
-                rec.lost_reported = tokio::time::timeout(Duration::from_secs(1), lost.wait())
-                    .await
-                    .is_ok();
+                rec.lost_reported = reported(&lost).await;
             }
             Ok(Err(_)) => rec.end = End::ReleaseFailed,
         }
