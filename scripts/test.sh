@@ -10,7 +10,8 @@
 # 3. runs the whole workspace's tests with all backends (the conformance
 #    suite runs unchanged against every coordinator), then the fault tests
 #    that restart coordinators, one at a time, then the fault lab (clusters
-#    in network namespaces under a nemesis), then the doc tests,
+#    in network namespaces under a nemesis), then the tests that compile
+#    code (the macro's compile-fail cases, the doc tests),
 # 4. runs every example (the README's first command among them),
 # 5. stops the coordinators it started (DLOCK_KEEP_COORDINATORS=1 keeps them).
 #
@@ -40,7 +41,7 @@ done
 export RUST_BACKTRACE=1
 # Conformance cases mostly wait on leases; more threads than cores is fine.
 cargo nextest run --workspace --all-features --no-fail-fast --test-threads 6 \
-    -E 'not binary(faults) and not binary(/^lab/)' "$@"
+    -E 'not binary(faults) and not binary(/^lab/) and not binary(ui)' "$@"
 # Fault tests restart shared coordinators: alone and one at a time.
 cargo nextest run --workspace --all-features --no-fail-fast --test-threads 1 \
     --no-tests warn -E 'binary(faults)'
@@ -49,6 +50,10 @@ cargo nextest run --workspace --all-features --no-fail-fast --test-threads 1 \
 # network of its own (DLOCK_LAB_ID), so they run side by side.
 cargo nextest run --workspace --all-features --no-fail-fast --test-threads 4 \
     --no-tests warn -E 'binary(/^lab/)'
+# Tests that compile code (the macro's compile-fail cases, the doc tests)
+# run alone: a cold compile beside the timing-bound cases above starves them
+# of CPU on a 2-core machine.
+cargo nextest run --workspace --all-features --no-fail-fast -E 'binary(ui)'
 cargo test --workspace --all-features --doc
 
 # The examples, each checking its own claim (exit non-zero otherwise) on

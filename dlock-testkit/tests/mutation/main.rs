@@ -110,8 +110,9 @@ async fn drop_table(url: String) -> Result<(), String> {
 enum Outcome {
     /// Every case passed.
     Passed,
-    /// These cases failed.
-    Killed(Vec<String>),
+    /// These cases failed; the second part is what the suite printed about
+    /// them (its `failures:` section), for when the faithful copy fails.
+    Killed(Vec<String>, String),
     /// The run failed without a failing case (crash), with its output's tail.
     Broken(String),
     /// The run did not finish within the limit.
@@ -180,7 +181,7 @@ fn run_child(mutant: Option<&str>, skip: &[&str]) -> Result<(Outcome, Duration),
     Ok((
         match (status.success(), failed.is_empty()) {
             (true, true) => Outcome::Passed,
-            (_, false) => Outcome::Killed(failed),
+            (_, false) => Outcome::Killed(failed, failures_section(&text)),
             (false, true) => {
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
                 Outcome::Broken(tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
@@ -188,6 +189,16 @@ fn run_child(mutant: Option<&str>, skip: &[&str]) -> Result<(Outcome, Duration),
         },
         took,
     ))
+}
+
+/// The part of a libtest report from its first `failures:` line to its
+/// summary: each failed case's message.
+fn failures_section(text: &str) -> String {
+    let from = text.find("\nfailures:\n").unwrap_or(text.len());
+    let to = text[from..]
+        .find("\ntest result:")
+        .map_or(text.len(), |i| from + i);
+    text[from..to].trim().to_string()
 }
 
 fn skips_for(needed: &[&str]) -> Vec<&'static str> {
@@ -208,9 +219,9 @@ fn drive() -> Result<(), String> {
     let (faithful, took) = run_child(None, &[])?;
     match faithful {
         Outcome::Passed => println!("faithful copy: every case passed ({took:.1?})"),
-        Outcome::Killed(f) => {
+        Outcome::Killed(f, why) => {
             return Err(format!(
-                "the faithful SQLite copy failed {f:?}: the suite or the copy is broken, no mutant verdict means anything"
+                "the faithful SQLite copy failed {f:?}: the suite or the copy is broken, no mutant verdict means anything\n{why}"
             ))
         }
         Outcome::Broken(t) => return Err(format!("the faithful copy's suite run broke:\n{t}")),
@@ -250,7 +261,7 @@ fn drive() -> Result<(), String> {
     for (m, r) in &results {
         let (verdict, took, ok) = match r {
             Err(e) => (format!("ERROR running it: {e}"), Duration::ZERO, false),
-            Ok((Outcome::Killed(cases), took)) => {
+            Ok((Outcome::Killed(cases, _), took)) => {
                 let unknown: Vec<&String> = cases
                     .iter()
                     .filter(|c| !known.contains(c.as_str()))
