@@ -82,6 +82,16 @@ impl GuardShared {
         Error::lost(&self.validity.name(), reason)
     }
 
+    /// A release the coordinator answered with "not yours" proves the lease
+    /// was lost while held: latch that, so `lost()` (and `is_held()` on any
+    /// clone of the signal) tells every watcher what `release()` tells its
+    /// caller. Without a watch or a passed deadline nothing else would.
+    fn note_lost_on_release(&self, sent: &Result<()>) {
+        if let Err(Error::LockLost { reason, .. }) = sent {
+            self.validity.mark_lost(reason.clone());
+        }
+    }
+
     /// Sends the release of the current lease (explicit or on drop), with
     /// its span and metrics.
     async fn send_release(&self) -> Result<()> {
@@ -280,6 +290,7 @@ impl LockGuard {
         }
         let sent = shared.send_release().await;
         self.done = true;
+        shared.note_lost_on_release(&sent);
         let lost = shared.validity.check();
         shared.validity.end();
         if let Some(reason) = lost {
@@ -309,9 +320,11 @@ impl Drop for LockGuard {
                         let _ = w.await;
                     }
                     let lost = shared.validity.check();
+                    let sent = shared.send_release().await;
+                    shared.note_lost_on_release(&sent);
                     shared.validity.end();
-                    if let Err(e) = shared.send_release().await {
-                        if lost.is_none() {
+                    if let Err(e) = sent {
+                        if lost.is_none() && !e.is_lock_lost() {
                             let lease = shared.lease();
                             tracing::warn!(backend = shared.backend.kind(), lock = %lease.name, error = %format_args!("{e:#}"),
                                 "dlock: background release on drop failed; the lease expires by itself");

@@ -247,6 +247,11 @@ pub fn cases() -> Vec<Case> {
         case("inspect_reports_holder", none, inspect_reports_holder),
         case("force_release_frees_lock", none, force_release_frees_lock),
         case(
+            "lost_fires_when_release_finds_the_lock_taken",
+            none,
+            lost_fires_when_release_finds_the_lock_taken,
+        ),
+        case(
             "list_reports_held_locks",
             Needs { list: true, ..none },
             list_reports_held_locks,
@@ -1270,6 +1275,39 @@ async fn inspect_reports_holder(ctx: Ctx) -> CaseResult {
         "inspect after release reports a holder"
     );
     Ok(())
+}
+
+/// A guard whose release finds the lock someone else's was lost while
+/// held: `release()` says `LockLost`, and `lost()` must say so too (a task
+/// watching `lost()` beside the work must not be told less than the one that
+/// released). Taken over through `force_release`, so that no watch or
+/// validity deadline can have reported it first on a backend without one.
+async fn lost_fires_when_release_finds_the_lock_taken(ctx: Ctx) -> CaseResult {
+    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
+    let name = ctx.name("x");
+    let lease = ctx.lease() * 5;
+    let g = must_take(&a, &name, lease).await?;
+    let lost = g.lost();
+    ensure!(
+        b.force_release(&name).await.ctx("force_release")?,
+        "force_release of a held lock answered false"
+    );
+    let g2 = must_take(&b, &name, lease)
+        .await
+        .map_err(|e| format!("after force_release: {e}"))?;
+    let r = g.release().await;
+    ensure!(
+        is_lost(&r),
+        "release of a lock taken over answered {r:?}, expected LockLost"
+    );
+    ensure!(
+        tokio::time::timeout(Duration::from_secs(1), lost.wait())
+            .await
+            .is_ok(),
+        "release() answered LockLost, but lost() had not completed a second later: the \
+         loss was told to one caller and hidden from the other"
+    );
+    g2.release().await.ctx("release")
 }
 
 async fn force_release_frees_lock(ctx: Ctx) -> CaseResult {
