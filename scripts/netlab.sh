@@ -17,12 +17,19 @@
 #   sever CLIENT MEMBER   CLIENT and MEMBER cannot reach each other
 #   heal                  every link up, every partition route removed
 #   kill MEMBER | restart MEMBER | stop MEMBER | cont MEMBER
+#   clock-step MEMBER SECONDS   MEMBER's wall clock jumps SECONDS ahead, for
+#                         good (SQL servers started with DLOCK_LAB_FAKETIME=1)
 #
 # Partitions are blackhole routes inside the namespaces (this kernel has no
 # netem and no iptables). DLOCK_LAB_ID=N (0..99, default 0) names one lab of
 # several that may run at once: its namespaces are dlabN-m1.., its subnet
 # 10.77.N.0/24. Member i is 10.77.N.1i, client i is 10.77.N.2i; the bridge
 # (root namespace) is 10.77.N.1.
+#
+# DLOCK_LAB_FAKETIME=1 at `up` runs the PostgreSQL or MariaDB server under
+# libfaketime (package faketime), its offset read from $RUN/clock-offset,
+# so that `clock-step` can step its wall clock while it runs. Its monotonic
+# clock stays real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,6 +75,49 @@ net_up() {
 }
 
 pidfile() { echo "$RUN/$1.pid"; }
+
+# The command prefix that runs a server under libfaketime when asked for.
+# FAKETIME_NO_CACHE: every clock read sees the offset file as it is now (a
+# few µs a query). FAKETIME_DONT_FAKE_MONOTONIC: the server's timers stay real.
+# FAKETIME_DISABLE_SHM: no shared semaphore (root would create it, and the
+# server, running as its own user, could not open it). The prefix goes right
+# before the server binary, after setpriv.
+faketime_prefix() {
+    [[ ${DLOCK_LAB_FAKETIME:-0} == 1 ]] || return 0
+    local lib
+    lib=$(ls /usr/lib/*/faketime/libfaketimeMT.so.1 2>/dev/null | head -1)
+    [[ -n $lib ]] || die "DLOCK_LAB_FAKETIME=1: libfaketime not installed (scripts/install-deps.sh)"
+    [[ -f $RUN/clock-offset ]] || echo "+0" > "$RUN/clock-offset"
+    chmod 644 "$RUN/clock-offset"
+    echo env "LD_PRELOAD=$lib" "FAKETIME_TIMESTAMP_FILE=$RUN/clock-offset" \
+        FAKETIME_NO_CACHE=1 FAKETIME_DONT_FAKE_MONOTONIC=1 FAKETIME_DISABLE_SHM=1
+}
+
+# The server's wall clock as it reads it, in whole seconds since the epoch.
+server_epoch() {
+    case $(kind) in
+        postgres) pg_psql -d postgres -At -c "SELECT extract(epoch FROM clock_timestamp())::bigint" ;;
+        mariadb) mariadb --no-defaults --socket="$RUN/my-m1/mysqld.sock" -uroot -N -e 'SELECT UNIX_TIMESTAMP()' ;;
+        *) die "clock-step: only the SQL servers run under libfaketime" ;;
+    esac
+}
+
+# clock-step MEMBER SECONDS: adds SECONDS to the offset, then checks that the
+# server's clock moved by it (a step that did not happen must fail loudly).
+clock_step() {
+    local m=$1 secs=$2 now offset server
+    [[ $m == m1 && -f $RUN/clock-offset ]] || die "clock-step: $m does not run under libfaketime"
+    [[ $secs =~ ^[0-9]+$ ]] || die "clock-step: SECONDS must be a whole number"
+    offset=$(tr -d '+\n' < "$RUN/clock-offset")
+    offset=$((offset + secs))
+    echo "+$offset" > "$RUN/clock-offset.new"
+    mv "$RUN/clock-offset.new" "$RUN/clock-offset"
+    now=$(date +%s)
+    server=$(server_epoch) || die "clock-step: cannot read the server's clock"
+    if (( server - now < offset - 2 )); then
+        die "clock-step: the server reads $server, $((server - now)) s ahead, not $offset"
+    fi
+}
 alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
 member_pid() { cat "$(pidfile "$1")" 2>/dev/null || true; }
 
@@ -250,8 +300,9 @@ start_postgres_member() {
             || die "postgres: initdb failed (see $d/log)"
         echo "host all all 10.77.0.0/16 scram-sha-256" >> "$d/data/pg_hba.conf"
     fi
+    # shellcheck disable=SC2046 # the prefix is words on purpose
     (exec ip netns exec "$(ns "$m")" setpriv --reuid=postgres --regid=postgres --init-groups -- \
-        "$PG_BIN/postgres" -D "$d/data" -c port=5432 -c listen_addresses="$addr" \
+        $(faketime_prefix) "$PG_BIN/postgres" -D "$d/data" -c port=5432 -c listen_addresses="$addr" \
         -c unix_socket_directories="$d/sock" -c max_connections=300 \
         >> "$d/log" 2>&1 < /dev/null) &
     echo $! > "$(pidfile "$m")"
@@ -286,7 +337,8 @@ start_mariadb_member() {
             --skip-test-db --auth-root-authentication-method=socket >> "$d/log" 2>&1 \
             || die "mariadb: mariadb-install-db failed (see $d/log)"
     fi
-    (exec ip netns exec "$(ns "$m")" /usr/sbin/mariadbd --no-defaults --user=mysql \
+    # shellcheck disable=SC2046 # the prefix is words on purpose
+    (exec ip netns exec "$(ns "$m")" $(faketime_prefix) /usr/sbin/mariadbd --no-defaults --user=mysql \
         --datadir="$d/data" --socket="$d/mysqld.sock" --pid-file="$d/mariadbd.pid" \
         --port=3306 --bind-address="$addr" --skip-name-resolve \
         --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
@@ -416,6 +468,7 @@ case $cmd in
         if alive "$pid"; then kill -9 "$pid"; sleep 0.2; fi
         "start_$(kind)_member" "$1" existing ;;
     stop) kill -STOP "$(member_pid "$1")" ;;
+    clock-step) clock_step "$1" "$2" ;;
     cont) kill -CONT "$(member_pid "$1")" ;;
     exec) n=$1; shift; in_ns "$n" "$@" ;;
     *) sed -n '2,20p' "$0" >&2; exit 64 ;;

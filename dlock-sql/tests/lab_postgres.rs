@@ -1,6 +1,8 @@
 //! The fault lab on postgres: the clients, each in a network namespace of its
 //! own (scripts/netlab.sh; needs root), reach one server over a bridge; the
-//! server is killed and stopped, clients cut from it and stopped.
+//! server is killed and stopped, clients cut from it, their connections
+//! stalled, delayed and dropped, and they are stopped. A second trial runs
+//! the server under libfaketime and steps its clock (the documented limit).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::sync::Arc;
 fn main() -> std::process::ExitCode {
     dlock_testkit::lab::Lab::new("postgres")
         .cluster("postgres")
+        .clock_step()
         .client_url(|env, _client| {
             format!(
                 "{}?table=dlock_lab",

@@ -10,6 +10,8 @@
 //! - [`Proxy::delay_answers`]: every byte of the coordinator's answers
 //!   reaches the client a fixed time after the coordinator sent it, so a
 //!   request applies well before its answer is read.
+//! - [`Proxy::reset`]: every open connection is dropped at once; new ones
+//!   are accepted (a middlebox or a server restart resetting connections).
 //! - [`Proxy::stall_after_requests`]: the same stall, armed to start exactly
 //!   at the n-th HTTP/2 request to come (etcd speaks gRPC over HTTP/2), so a
 //!   test can let the first step of a multi-request operation through and
@@ -38,6 +40,8 @@ struct Shared {
     stall_at: AtomicU64,
     /// How long answers are held before delivery, in nanoseconds.
     answer_delay_ns: AtomicU64,
+    /// Bumped by [`Proxy::reset`]: connections open then are dropped.
+    reset_tx: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -70,11 +74,17 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts forwarding to `upstream` (`host:port`).
+    /// Starts forwarding `127.0.0.1:<a free port>` to `upstream` (`host:port`).
     pub async fn start(upstream: String) -> Result<Self, String> {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), upstream).await
+    }
+
+    /// Starts forwarding `<bind>:<a free port>` to `upstream`: the fault lab
+    /// binds its bridge address, which the clients' namespaces reach.
+    pub async fn start_on(bind: std::net::IpAddr, upstream: String) -> Result<Self, String> {
+        let listener = TcpListener::bind(SocketAddr::new(bind, 0))
             .await
-            .map_err(|e| format!("proxy bind: {e}"))?;
+            .map_err(|e| format!("proxy bind {bind}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (cut_tx, cut_rx) = watch::channel(false);
         let (stall_tx, _) = watch::channel(false);
@@ -83,6 +93,7 @@ impl Proxy {
             requests: AtomicU64::new(0),
             stall_at: AtomicU64::new(UNARMED),
             answer_delay_ns: AtomicU64::new(0),
+            reset_tx: watch::channel(0).0,
         });
         let for_tasks = shared.clone();
         let acceptor = tokio::spawn(async move {
@@ -90,6 +101,7 @@ impl Proxy {
                 let upstream = upstream.clone();
                 let mut cut = cut_rx.clone();
                 let shared = for_tasks.clone();
+                let mut reset = shared.reset_tx.subscribe();
                 tokio::spawn(async move {
                     // Every forwarding task watches the cut flag itself, so a
                     // connection accepted while cutting cannot survive it.
@@ -108,6 +120,7 @@ impl Proxy {
                     tokio::select! {
                         _ = async { tokio::try_join!(requests, answers) } => {}
                         _ = cut.wait_for(|c| *c) => {}
+                        _ = reset.changed() => {}
                     }
                 });
             }
@@ -132,6 +145,12 @@ impl Proxy {
             a.abort();
         }
         self.cut_tx.send_replace(true);
+    }
+
+    /// Drops every connection open now (both ends see it closed, and any
+    /// answer held by a stall is lost) and goes on accepting new ones.
+    pub fn reset(&self) {
+        self.shared.reset_tx.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Holds back the coordinator's answers on every connection, current and
@@ -407,17 +426,21 @@ mod tests {
         let addr = l.local_addr().unwrap().to_string();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                if n == 0 {
-                    return;
-                }
-                let _ = tx.send(buf[..n].to_vec());
-                if s.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
+            while let Ok((mut s, _)) = l.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = s.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        let _ = tx.send(buf[..n].to_vec());
+                        if s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
             }
         });
         (addr, rx)
@@ -465,6 +488,25 @@ mod tests {
             got.is_empty(),
             "a held answer was delivered after cut: {got:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn reset_drops_open_connections_and_accepts_new_ones() {
+        let (up, mut seen) = echo().await;
+        let proxy = Proxy::start(up).await.unwrap();
+        let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+        c.write_all(b"one").await.unwrap();
+        assert_eq!(read_some(&mut c, 5000).await.unwrap(), b"one");
+        proxy.reset();
+        let got = read_some(&mut c, 5000)
+            .await
+            .expect("a reset connection stayed open");
+        assert!(got.is_empty(), "a reset connection answered {got:?}");
+        let mut again = TcpStream::connect(proxy.addr()).await.unwrap();
+        again.write_all(b"two").await.unwrap();
+        assert_eq!(seen.recv().await.unwrap(), b"one");
+        assert_eq!(seen.recv().await.unwrap(), b"two");
+        assert_eq!(read_some(&mut again, 5000).await.unwrap(), b"two");
     }
 
     #[tokio::test]

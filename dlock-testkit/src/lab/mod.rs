@@ -29,10 +29,11 @@ mod overlong;
 pub mod record;
 mod worker;
 
+use crate::proxy::Proxy;
 use crate::ConnectFn;
 use dlock_core::{LockBackend, Result};
 use nemesis::{Fault, Injected, Nemesis};
-use record::{End, HoldRecord, Line};
+use record::{Attempt, End, HoldRecord, Line};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
@@ -48,6 +49,10 @@ pub type UrlFn = Arc<dyn Fn(&HashMap<String, String>, &str) -> String + Send + S
 /// The clients (network namespaces of `netlab.sh`), one worker process each.
 pub const CLIENTS: &[&str] = &["c1", "c2", "c3"];
 
+/// The client whose connections go through proxies in the driver (on the
+/// bridge, `10.77.N.1`), so the nemesis can stall, delay and drop them.
+pub const PROXIED_CLIENT: &str = "c2";
+
 /// A fault-lab run for one backend.
 #[derive(Clone)]
 pub struct Lab {
@@ -61,6 +66,19 @@ pub struct Lab {
     tasks: usize,
     names: Vec<String>,
     self_test: bool,
+    clock_step: bool,
+}
+
+/// Which trial a run is: each has a network of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trial {
+    /// `faults`: the whole schedule on the backend as it is.
+    Faults,
+    /// `checker_catches_a_seeded_overlap`: on a backend claiming too long a
+    /// validity (`overlong::OverlongValidity`).
+    SeededOverlap,
+    /// `clock_step`: the SQL server under libfaketime, its clock stepped.
+    ClockStep,
 }
 
 /// What one run saw.
@@ -68,8 +86,12 @@ pub struct Lab {
 pub struct Report {
     /// Every recorded hold.
     pub holds: Vec<HoldRecord>,
-    /// Acquire errors (expected while faults last).
-    pub acquire_errors: usize,
+    /// Acquires that answered an error (expected while faults last).
+    pub acquire_errors: Vec<Attempt>,
+    /// `try_lock`s that found the lock held.
+    pub busy: Vec<Attempt>,
+    /// The backend's declared `expiry_slack`, as the workers reported it.
+    pub expiry_slack: Duration,
     /// Calls that did not answer within their deadline.
     pub hangs: Vec<String>,
     /// Workers that failed (exit status, an error line).
@@ -92,6 +114,7 @@ impl Lab {
             tasks: 3,
             names: vec!["lab-a".into(), "lab-b".into(), "lab-c".into()],
             self_test: false,
+            clock_step: false,
         }
     }
 
@@ -131,6 +154,18 @@ impl Lab {
         self
     }
 
+    /// Also run `lab::<backend>::clock_step`: the server (PostgreSQL,
+    /// MariaDB) runs under libfaketime and its wall clock is stepped forward
+    /// by two leases, twice. That is the documented limit of coordinators
+    /// that time leases by wall clock (README, "Guarantees and their
+    /// limits"): the trial reports the overlaps it causes, and fails only on
+    /// what fencing must still prevent (a lower token accepted, tokens not
+    /// increasing) and on hangs and worker failures.
+    pub fn clock_step(mut self) -> Self {
+        self.clock_step = true;
+        self
+    }
+
     /// `lock_for` of every hold (default 3 s).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
@@ -138,8 +173,8 @@ impl Lab {
     }
 
     /// The network of this backend's lab (`DLOCK_LAB_ID`), so that the labs
-    /// of different backends can run at once; the self-test uses its own.
-    fn lab_id(&self, self_test: bool) -> u8 {
+    /// of different backends, and their trials, can run at once.
+    fn lab_id(&self, trial: Trial) -> u8 {
         let base = match self.backend {
             "etcd" => 1,
             "zookeeper" => 2,
@@ -150,10 +185,10 @@ impl Lab {
             "memory" => 7,
             _ => 9,
         };
-        if self_test {
-            base + 10
-        } else {
-            base
+        match trial {
+            Trial::Faults => base,
+            Trial::SeededOverlap => base + 10,
+            Trial::ClockStep => base + 20,
         }
     }
 
@@ -167,6 +202,9 @@ impl Lab {
                     Fault::KillLeader,
                     Fault::StopLeader,
                     Fault::StopClient("c2".into()),
+                    Fault::StallClient(PROXIED_CLIENT.into()),
+                    Fault::DelayClient(PROXIED_CLIENT.into()),
+                    Fault::ResetClient(PROXIED_CLIENT.into()),
                 ]
             }
             // One file on one host: only the clients can misbehave.
@@ -187,6 +225,9 @@ impl Lab {
             Fault::StopLeader,
             Fault::CutFollower,
             Fault::StopClient("c2".into()),
+            Fault::StallClient(PROXIED_CLIENT.into()),
+            Fault::DelayClient(PROXIED_CLIENT.into()),
+            Fault::ResetClient(PROXIED_CLIENT.into()),
         ]
     }
 
@@ -212,11 +253,18 @@ impl Lab {
             format!("lab::{}::checker_catches_a_seeded_overlap", self.backend),
             move || lab.seeded_overlap().map_err(libtest_mimic::Failed::from),
         );
-        let trials = if self.self_test {
-            vec![faults, seeded]
-        } else {
-            vec![faults]
-        };
+        let lab = self.clone();
+        let clock =
+            libtest_mimic::Trial::test(format!("lab::{}::clock_step", self.backend), move || {
+                lab.clock_steps().map_err(libtest_mimic::Failed::from)
+            });
+        let mut trials = vec![faults];
+        if self.self_test {
+            trials.push(seeded);
+        }
+        if self.clock_step {
+            trials.push(clock);
+        }
         libtest_mimic::run(&args, trials).exit_code()
     }
 
@@ -226,7 +274,7 @@ impl Lab {
             Fault::StopClient("c2".into()),
             Fault::StopClient("c3".into()),
         ];
-        let (report, violations) = self.drive(stops, true)?;
+        let (report, violations) = self.drive(stops, Trial::SeededOverlap)?;
         let found = violations.count("overlapping valid holds");
         if found == 0 {
             return Err(format!(
@@ -264,11 +312,13 @@ impl Lab {
     fn drive(
         &self,
         schedule: Vec<Fault>,
-        overlong_validity: bool,
+        trial: Trial,
     ) -> std::result::Result<(Report, check::Violations), String> {
+        let overlong_validity = trial == Trial::SeededOverlap;
         let netlab = Netlab {
             script: netlab_path()?,
-            id: self.lab_id(overlong_validity),
+            id: self.lab_id(trial),
+            faketime: trial == Trial::ClockStep,
         };
         let _down = Down(netlab.clone());
         netlab.run(&["up", self.cluster])?;
@@ -280,7 +330,13 @@ impl Lab {
             .map_err(|e| e.to_string())?;
         let report = rt.block_on(self.drive_in(netlab, env, schedule, overlong_validity))?;
         let accepted = self.accepted();
-        let violations = check::check(&report.holds, &accepted);
+        let history = check::History {
+            holds: &report.holds,
+            busy: &report.busy,
+            unknown: &report.acquire_errors,
+            expiry_slack: report.expiry_slack,
+        };
+        let violations = check::check(&history, &accepted);
         let topology = match self.cluster {
             "postgres" | "mariadb" => "one server",
             "sqlite" => "one database file",
@@ -292,38 +348,73 @@ impl Lab {
 
     /// The whole schedule; any violation fails the run.
     fn faults(&self) -> std::result::Result<(), String> {
-        let (report, violations) = self.drive(self.schedule(), false)?;
-        let mut wrong = Vec::new();
-        if !violations.is_empty() {
-            wrong.push(format!("{:?}", violations.by_kind));
-        }
-        if !report.hangs.is_empty() {
-            wrong.push(format!("hangs: {:?}", report.hangs));
-        }
-        if !report.worker_failures.is_empty() {
-            wrong.push(format!("worker failures: {:?}", report.worker_failures));
-        }
-        let failed: Vec<String> = report
-            .faults
-            .iter()
-            .filter_map(|f| f.error.clone())
-            .collect();
-        if !failed.is_empty() {
-            wrong.push(format!("faults that could not be injected: {failed:?}"));
-        }
-        if report.holds.len() < 20 {
-            wrong.push(format!(
-                "only {} holds recorded: the workload did not run",
-                report.holds.len()
-            ));
-        }
-        if wrong.is_empty() {
-            Ok(())
-        } else {
-            Err(wrong.join("\n"))
-        }
+        let (report, violations) = self.drive(self.schedule(), Trial::Faults)?;
+        judge(&report, &violations, &[])
     }
 
+    /// Two forward steps of the server's clock; see [`Lab::clock_step`].
+    fn clock_steps(&self) -> std::result::Result<(), String> {
+        let steps = vec![Fault::StepServerClock, Fault::StepServerClock];
+        let (report, violations) = self.drive(steps, Trial::ClockStep)?;
+        // What a wall-clock step is documented to cause: holds still valid
+        // by their holders' clocks after the server ended their leases, and
+        // so writes refused although is_held() said true. Reported above;
+        // fencing must still have kept every stale write out.
+        let limit = ["overlapping valid holds", "checked fenced write refused"];
+        println!(
+            "clock step (the documented limit): {} overlapping valid holds, {} checked writes refused by a newer token, 0 lower tokens accepted is required",
+            violations.count(limit[0]),
+            violations.count(limit[1]),
+        );
+        judge(&report, &violations, &limit)
+    }
+}
+
+/// Fails a run on any violation not of a kind in `expected`, on hangs,
+/// worker failures, faults that could not be injected, and a workload that
+/// did not run.
+fn judge(
+    report: &Report,
+    violations: &check::Violations,
+    expected: &[&str],
+) -> std::result::Result<(), String> {
+    let mut wrong = Vec::new();
+    let unexpected: BTreeMap<_, _> = violations
+        .by_kind
+        .iter()
+        .filter(|(k, msgs)| !expected.contains(k) && !msgs.is_empty())
+        .collect();
+    if !unexpected.is_empty() {
+        wrong.push(format!("{unexpected:?}"));
+    }
+    if !report.hangs.is_empty() {
+        wrong.push(format!("hangs: {:?}", report.hangs));
+    }
+    if !report.worker_failures.is_empty() {
+        wrong.push(format!("worker failures: {:?}", report.worker_failures));
+    }
+    let failed: Vec<String> = report
+        .faults
+        .iter()
+        .filter_map(|f| f.error.clone())
+        .collect();
+    if !failed.is_empty() {
+        wrong.push(format!("faults that could not be injected: {failed:?}"));
+    }
+    if report.holds.len() < 20 {
+        wrong.push(format!(
+            "only {} holds recorded: the workload did not run",
+            report.holds.len()
+        ));
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join("\n"))
+    }
+}
+
+impl Lab {
     fn fence_dir(&self) -> PathBuf {
         let base = std::env::var("DLOCK_RUN_DIR")
             .map(PathBuf::from)
@@ -364,11 +455,16 @@ impl Lab {
         let run_for = one_round * rounds + self.heal_for;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let _ = std::fs::remove_dir_all(self.fence_dir());
+        let (proxied_env, proxies) = through_proxies(&env, netlab.id).await?;
         let mut children = Vec::new();
         for c in CLIENTS {
             let spec = WorkerSpec {
                 process: (*c).to_string(),
-                url: url_of(&env, c),
+                url: if *c == PROXIED_CLIENT {
+                    url_of(&proxied_env, c)
+                } else {
+                    url_of(&env, c)
+                },
                 names: self.names.clone(),
                 tasks: self.tasks,
                 run_ms: u64::try_from(run_for.as_millis()).unwrap_or(u64::MAX),
@@ -409,6 +505,7 @@ impl Lab {
             fault_for: self.fault_for,
             heal_for: self.heal_for,
             lease: self.lease,
+            proxies: BTreeMap::from([(PROXIED_CLIENT.to_string(), proxies)]),
         };
         // Let the workers connect and take a few holds first.
         tokio::time::sleep(self.heal_for).await;
@@ -446,7 +543,13 @@ impl Lab {
             for l in lines {
                 match serde_json::from_str::<Line>(&l) {
                     Ok(Line::Hold(h)) => report.holds.push(h),
-                    Ok(Line::AcquireError(_)) => report.acquire_errors += 1,
+                    Ok(Line::AcquireError(a, _)) => report.acquire_errors.push(a),
+                    Ok(Line::Busy(a)) => report.busy.push(a),
+                    Ok(Line::Started { expiry_slack_ms }) => {
+                        report.expiry_slack = report
+                            .expiry_slack
+                            .max(Duration::from_millis(expiry_slack_ms));
+                    }
                     Ok(Line::Hang(what)) => report.hangs.push(format!("{c}: {what}")),
                     Ok(Line::Done) => done = true,
                     Err(_) => report
@@ -471,6 +574,9 @@ pub struct Netlab {
     pub script: PathBuf,
     /// `DLOCK_LAB_ID`.
     pub id: u8,
+    /// `DLOCK_LAB_FAKETIME=1`: `up` starts SQL servers under libfaketime,
+    /// so that `clock-step` can step their clock.
+    pub faketime: bool,
 }
 
 impl Netlab {
@@ -480,6 +586,7 @@ impl Netlab {
             .arg(&self.script)
             .args(args)
             .env("DLOCK_LAB_ID", self.id.to_string())
+            .env("DLOCK_LAB_FAKETIME", if self.faketime { "1" } else { "0" })
             .output()
             .map_err(|e| format!("netlab {args:?}: {e}"))?;
         if out.status.success() {
@@ -514,6 +621,41 @@ impl Netlab {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect())
     }
+}
+
+/// `env` with every member address (`10.77.N.1i:PORT`) replaced by a proxy
+/// in this process, on the bridge, forwarding to it; and those proxies. A
+/// backend without a network (SQLite) gets `env` unchanged and none.
+async fn through_proxies(
+    env: &HashMap<String, String>,
+    lab: u8,
+) -> std::result::Result<(HashMap<String, String>, Vec<Proxy>), String> {
+    let bridge = std::net::IpAddr::from([10, 77, lab, 1]);
+    let mut proxies: Vec<(String, Proxy)> = Vec::new();
+    let mut out = env.clone();
+    for value in out.values_mut() {
+        for m in 1..=3 {
+            let ip = format!("10.77.{lab}.1{m}:");
+            while let Some(at) = value.find(&ip) {
+                let port_len = value[at + ip.len()..]
+                    .bytes()
+                    .take_while(u8::is_ascii_digit)
+                    .count();
+                let member = value[at..at + ip.len() + port_len].to_string();
+                let addr = match proxies.iter().find(|(u, _)| *u == member) {
+                    Some((_, p)) => p.addr(),
+                    None => {
+                        let p = Proxy::start_on(bridge, member.clone()).await?;
+                        let a = p.addr();
+                        proxies.push((member.clone(), p));
+                        a
+                    }
+                };
+                value.replace_range(at..at + member.len(), &addr.to_string());
+            }
+        }
+    }
+    Ok((out, proxies.into_iter().map(|(_, p)| p).collect()))
 }
 
 /// Stops the lab's network and cluster when the run ends, however it ends.
@@ -558,9 +700,10 @@ fn print_report(backend: &str, topology: &str, r: &Report, v: &check::Violations
         CLIENTS.len()
     );
     println!(
-        "holds: {} ({ends:?}); acquire errors: {}; fenced writes: {writes} (after a pause, unchecked: {} accepted, {} refused)",
+        "holds: {} ({ends:?}); acquire errors: {}; try_locks that found it held: {}; fenced writes: {writes} (after a pause, unchecked: {} accepted, {} refused)",
         r.holds.len(),
-        r.acquire_errors,
+        r.acquire_errors.len(),
+        r.busy.len(),
         blind.iter().filter(|w| w.accepted).count(),
         blind.iter().filter(|w| !w.accepted).count(),
     );

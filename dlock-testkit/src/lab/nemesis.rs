@@ -1,9 +1,12 @@
 //! The nemesis: faults on a schedule, through `scripts/netlab.sh` for the
-//! network and the members, and signals for the client processes. Every
-//! fault is undone before the next (`heal`, `restart`, `SIGCONT`), with a
-//! quiet gap between them.
+//! network and the members, signals for the client processes, and the
+//! testkit's [`Proxy`] for the connections of the one client that reaches
+//! its coordinator through proxies. Every fault is undone before the next
+//! (`heal`, `restart`, `SIGCONT`, `resume`), with a quiet gap between them.
 
 use super::Netlab;
+use crate::proxy::Proxy;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One kind of fault.
@@ -27,6 +30,19 @@ pub enum Fault {
     CutFollower,
     /// SIGSTOP a client process for longer than its lease.
     StopClient(String),
+    /// A client's connections stalled: its requests reach the coordinator
+    /// (and apply there), the answers are held until the fault ends.
+    StallClient(String),
+    /// A client's connections slowed: every answer reaches it half a lease
+    /// after the coordinator sent it.
+    DelayClient(String),
+    /// A client's connections dropped, once a second (it reconnects).
+    ResetClient(String),
+    /// The server's wall clock stepped forward by two leases, for good
+    /// (SQL servers under libfaketime: README, "Guarantees and their
+    /// limits"). Live leases there end early while their holders, timing
+    /// themselves locally, still count them valid.
+    StepServerClock,
 }
 
 impl Fault {
@@ -41,6 +57,10 @@ impl Fault {
             Fault::StopLeader => "SIGSTOP/SIGCONT the leader",
             Fault::CutFollower => "cut a follower's link",
             Fault::StopClient(..) => "SIGSTOP a client past its lease",
+            Fault::StallClient(..) => "stall a client's connections",
+            Fault::DelayClient(..) => "delay a client's answers by half a lease",
+            Fault::ResetClient(..) => "drop a client's connections each second",
+            Fault::StepServerClock => "step the server's clock forward by two leases",
         }
     }
 }
@@ -66,6 +86,9 @@ pub struct Nemesis {
     pub heal_for: Duration,
     /// The workers' `lock_for`: a stopped client stays stopped longer.
     pub lease: Duration,
+    /// Client → the proxies its connections go through (see
+    /// [`super::PROXIED_CLIENT`]).
+    pub proxies: BTreeMap<String, Vec<Proxy>>,
 }
 
 impl Nemesis {
@@ -106,6 +129,10 @@ impl Nemesis {
         };
         // Whatever happened, heal before going on.
         let _ = self.netlab(&["heal"]).await;
+        for p in self.proxies.values().flatten() {
+            p.delay_answers(Duration::ZERO);
+            p.resume();
+        }
         tokio::time::sleep(self.heal_for).await;
         Injected {
             fault: fault.clone(),
@@ -122,7 +149,40 @@ impl Nemesis {
                 .map(|(_, p)| *p)
                 .ok_or_else(|| format!("no client process {c}"))
         };
+        let proxies_of = |c: &str| {
+            self.proxies
+                .get(c)
+                .filter(|ps| !ps.is_empty())
+                .ok_or_else(|| format!("client {c} does not go through proxies"))
+        };
         match fault {
+            Fault::StepServerClock => {
+                let step = (self.lease * 2).as_secs().max(1).to_string();
+                self.netlab(&["clock-step", "m1", &step]).await?;
+                tokio::time::sleep(self.fault_for).await;
+                Ok("m1".into())
+            }
+            Fault::StallClient(c) => {
+                proxies_of(c)?.iter().for_each(Proxy::stall);
+                tokio::time::sleep(self.fault_for).await;
+                Ok(c.clone())
+            }
+            Fault::DelayClient(c) => {
+                for p in proxies_of(c)? {
+                    p.delay_answers(self.lease / 2);
+                }
+                tokio::time::sleep(self.fault_for).await;
+                Ok(c.clone())
+            }
+            Fault::ResetClient(c) => {
+                let ps = proxies_of(c)?;
+                let until = tokio::time::Instant::now() + self.fault_for;
+                while tokio::time::Instant::now() < until {
+                    ps.iter().for_each(Proxy::reset);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Ok(c.clone())
+            }
             Fault::IsolateFollower | Fault::IsolateLeader | Fault::CutFollower => {
                 let m = if *fault == Fault::IsolateLeader {
                     self.leader().await?

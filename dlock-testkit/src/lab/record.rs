@@ -51,25 +51,52 @@ pub struct HoldRecord {
     pub keep_alive: bool,
     /// `lock_for`, ms.
     pub lease_ms: u64,
+    /// Before the acquire call that granted it was made.
+    pub asked_ns: u128,
     /// After the acquire returned.
     pub start_ns: u128,
     /// The last instant (taken before the call) `is_held()` answered true.
     pub last_held_ns: u128,
     /// How it ended.
     pub end: End,
+    /// When it ended, as the worker saw it: after `release()` returned, the
+    /// guard was dropped, the loss was seen, or right before the exit. The
+    /// holder renews nothing after this.
+    pub end_ns: u128,
     /// For `End::Lost`: whether `lost()` completed within a second of it.
     pub lost_reported: bool,
     /// Writes to the fenced resource during the hold.
     pub writes: Vec<Write>,
 }
 
+/// One acquire that did not grant a hold.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// Worker process.
+    pub process: String,
+    /// Lock name.
+    pub name: String,
+    /// Before the call.
+    pub asked_ns: u128,
+    /// After it returned.
+    pub answered_ns: u128,
+}
+
 /// What a worker prints besides holds.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Line {
+    /// The worker connected; its backend declares this `expiry_slack`.
+    Started {
+        /// `Capabilities::expiry_slack`, ms.
+        expiry_slack_ms: u64,
+    },
     /// A hold ended.
     Hold(HoldRecord),
-    /// An acquire answered an error (expected under faults; counted).
-    AcquireError(String),
+    /// A `try_lock` answered "held by someone else".
+    Busy(Attempt),
+    /// An acquire answered an error (expected under faults; counted). Its
+    /// outcome is unknown: the coordinator may have granted it.
+    AcquireError(Attempt, String),
     /// A call did not answer within its deadline: a hang.
     Hang(String),
     /// The worker finished its run.

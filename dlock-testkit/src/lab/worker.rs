@@ -4,7 +4,7 @@
 //! fenced resource, and reporting each hold as one JSON line.
 
 use super::fence::{Fence, Verdict};
-use super::record::{End, HoldRecord, Line, Write};
+use super::record::{Attempt, End, HoldRecord, Line, Write};
 use crate::history::mono_ns;
 use crate::ConnectFn;
 use dlock_core::{Error, LockGuard, Locker};
@@ -62,6 +62,10 @@ pub(crate) async fn run(spec: WorkerSpec, connect: ConnectFn) -> Result<(), Stri
             return Ok(());
         }
     };
+    let slack = backend.capabilities().expiry_slack;
+    emit(&Line::Started {
+        expiry_slack_ms: u64::try_from(slack.as_millis()).unwrap_or(u64::MAX),
+    });
     let fence = Fence::new(&spec.fence_dir)?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(spec.run_ms);
     let mut set = tokio::task::JoinSet::new();
@@ -147,16 +151,24 @@ impl Task {
         }
     }
 
-    async fn acquire(&self, p: &Plan) -> Option<LockGuard> {
+    /// Takes `p`'s lock; with the instant before the call.
+    async fn acquire(&self, p: &Plan) -> Option<(LockGuard, u128)> {
         let req = self
             .locker
             .acquire(p.name.clone())
             .lock_for(self.lease())
             .keep_alive(p.keep_alive);
+        let asked_ns = mono_ns();
         let r = if p.waited {
             tokio::time::timeout(HANG, req.wait(Duration::from_secs(2)).lock()).await
         } else {
             tokio::time::timeout(HANG, req.try_lock()).await
+        };
+        let attempt = || Attempt {
+            process: self.spec.process.clone(),
+            name: p.name.clone(),
+            asked_ns,
+            answered_ns: mono_ns(),
         };
         match r {
             Err(_) => {
@@ -164,24 +176,28 @@ impl Task {
                 None
             }
             Ok(Err(e)) => {
-                emit(&Line::AcquireError(format!("{e:#}")));
+                emit(&Line::AcquireError(attempt(), format!("{e:#}")));
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 None
             }
             Ok(Ok(None)) => {
+                if !p.waited {
+                    emit(&Line::Busy(attempt()));
+                }
                 let pause = rand::rng().random_range(0..20);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 None
             }
-            Ok(Ok(Some(g))) => Some(g),
+            Ok(Ok(Some(g))) => Some((g, asked_ns)),
         }
     }
 
     async fn run_until(&self, deadline: tokio::time::Instant) {
         while tokio::time::Instant::now() < deadline {
             let p = self.plan();
-            if let Some(g) = self.acquire(&p).await {
-                let rec = self.hold(&p, g).await;
+            if let Some((g, asked_ns)) = self.acquire(&p).await {
+                let mut rec = self.hold(&p, g, asked_ns).await;
+                rec.end_ns = mono_ns();
                 emit(&Line::Hold(rec));
             }
         }
@@ -191,14 +207,15 @@ impl Task {
     async fn abandon_one(&self) {
         for _ in 0..50 {
             let p = self.plan();
-            if let Some(g) = self.acquire(&p).await {
+            if let Some((g, asked_ns)) = self.acquire(&p).await {
                 let start_ns = mono_ns();
-                let mut rec = self.record(&p, g.token().0, start_ns);
+                let mut rec = self.record(&p, g.token().0, asked_ns, start_ns);
                 let t0 = mono_ns();
                 if g.is_held() {
                     rec.last_held_ns = t0;
                 }
                 rec.end = End::Abandoned;
+                rec.end_ns = mono_ns();
                 emit(&Line::Hold(rec));
                 emit(&Line::Done);
                 std::process::exit(0);
@@ -206,7 +223,7 @@ impl Task {
         }
     }
 
-    fn record(&self, p: &Plan, token: u64, start_ns: u128) -> HoldRecord {
+    fn record(&self, p: &Plan, token: u64, asked_ns: u128, start_ns: u128) -> HoldRecord {
         HoldRecord {
             process: self.spec.process.clone(),
             task: self.task,
@@ -215,9 +232,11 @@ impl Task {
             waited: p.waited,
             keep_alive: p.keep_alive,
             lease_ms: self.spec.lease_ms,
+            asked_ns,
             start_ns,
             last_held_ns: start_ns,
             end: End::Released,
+            end_ns: start_ns,
             lost_reported: false,
             writes: Vec::new(),
         }
@@ -238,9 +257,9 @@ impl Task {
         });
     }
 
-    async fn hold(&self, p: &Plan, g: LockGuard) -> HoldRecord {
+    async fn hold(&self, p: &Plan, g: LockGuard, asked_ns: u128) -> HoldRecord {
         let start_ns = mono_ns();
-        let mut rec = self.record(p, g.token().0, start_ns);
+        let mut rec = self.record(p, g.token().0, asked_ns, start_ns);
         let lost = g.lost();
         let mut gone = false;
         // A checked write first.
