@@ -25,8 +25,8 @@
 pub mod check;
 pub mod fence;
 pub mod nemesis;
-mod overlong;
 pub mod record;
+mod seeded;
 mod worker;
 
 use crate::proxy::Proxy;
@@ -75,8 +75,11 @@ enum Trial {
     /// `faults`: the whole schedule on the backend as it is.
     Faults,
     /// `checker_catches_a_seeded_overlap`: on a backend claiming too long a
-    /// validity (`overlong::OverlongValidity`).
+    /// validity (`seeded::OverlongValidity`).
     SeededOverlap,
+    /// `checker_catches_a_seeded_stuck_lock`: on a backend keeping locks
+    /// past their lease (`seeded::StuckLeases`).
+    SeededStuck,
     /// `clock_step`: the SQL server under libfaketime, its clock stepped.
     ClockStep,
 }
@@ -146,9 +149,9 @@ impl Lab {
         self
     }
 
-    /// Also run the lab's self-test (`checker_catches_a_seeded_overlap`).
-    /// It checks the lab, not the backend: one backend's lab running it in
-    /// CI is enough.
+    /// Also run the lab's self-tests (`checker_catches_a_seeded_overlap`,
+    /// `checker_catches_a_seeded_stuck_lock`). They check the lab, not the
+    /// backend: one backend's lab running them in CI is enough.
     pub fn self_test(mut self) -> Self {
         self.self_test = true;
         self
@@ -189,6 +192,7 @@ impl Lab {
             Trial::Faults => base,
             Trial::SeededOverlap => base + 10,
             Trial::ClockStep => base + 20,
+            Trial::SeededStuck => base + 30,
         }
     }
 
@@ -237,7 +241,12 @@ impl Lab {
     /// - with [`Lab::self_test`], `lab::<backend>::checker_catches_a_seeded_overlap`: the lab's
     ///   self-test, on a backend whose leases claim too long a validity,
     ///   with clients stopped past their lease; fails unless the checker
-    ///   reports the overlap (a lab that cannot fail proves nothing).
+    ///   reports the overlap (a lab that cannot fail proves nothing);
+    /// - with [`Lab::self_test`], `lab::<backend>::checker_catches_a_seeded_stuck_lock`:
+    ///   on a backend that leases three times longer than asked and never
+    ///   releases; fails unless the checker reports locks held past
+    ///   `lock_for` + slack;
+    /// - with [`Lab::clock_step`], `lab::<backend>::clock_step`.
     pub fn run(self) -> ExitCode {
         if let Ok(spec) = std::env::var(worker::ENV) {
             return self.run_worker(&spec);
@@ -254,6 +263,11 @@ impl Lab {
             move || lab.seeded_overlap().map_err(libtest_mimic::Failed::from),
         );
         let lab = self.clone();
+        let stuck = libtest_mimic::Trial::test(
+            format!("lab::{}::checker_catches_a_seeded_stuck_lock", self.backend),
+            move || lab.seeded_stuck().map_err(libtest_mimic::Failed::from),
+        );
+        let lab = self.clone();
         let clock =
             libtest_mimic::Trial::test(format!("lab::{}::clock_step", self.backend), move || {
                 lab.clock_steps().map_err(libtest_mimic::Failed::from)
@@ -261,6 +275,7 @@ impl Lab {
         let mut trials = vec![faults];
         if self.self_test {
             trials.push(seeded);
+            trials.push(stuck);
         }
         if self.clock_step {
             trials.push(clock);
@@ -285,6 +300,26 @@ impl Lab {
             ));
         }
         println!("self-test: the seeded overlong validity gave {found} overlaps, as it must");
+        Ok(())
+    }
+
+    fn seeded_stuck(&self) -> std::result::Result<(), String> {
+        // No fault: holders let go on time, the coordinator does not.
+        let quiet = vec![Fault::StopClient("c1".into())];
+        let (report, violations) = self.drive(quiet, Trial::SeededStuck)?;
+        let found = violations.count("held past lock_for + declared slack");
+        if found == 0 {
+            return Err(format!(
+                "the checker found no stuck lock in {} holds and {} busy try_locks on a backend \
+                 that keeps every lock two lease lengths after its holder let go: the lab cannot \
+                 see a lock that outlives its lease",
+                report.holds.len(),
+                report.busy.len()
+            ));
+        }
+        println!(
+            "self-test: the seeded stuck leases gave {found} stuck-lock reports, as they must"
+        );
         Ok(())
     }
 
@@ -314,7 +349,11 @@ impl Lab {
         schedule: Vec<Fault>,
         trial: Trial,
     ) -> std::result::Result<(Report, check::Violations), String> {
-        let overlong_validity = trial == Trial::SeededOverlap;
+        let seeded = match trial {
+            Trial::SeededOverlap => Some(seeded::Seeded::OverlongValidity),
+            Trial::SeededStuck => Some(seeded::Seeded::StuckLeases),
+            Trial::Faults | Trial::ClockStep => None,
+        };
         let netlab = Netlab {
             script: netlab_path()?,
             id: self.lab_id(trial),
@@ -328,7 +367,7 @@ impl Lab {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let report = rt.block_on(self.drive_in(netlab, env, schedule, overlong_validity))?;
+        let report = rt.block_on(self.drive_in(netlab, env, schedule, seeded))?;
         let accepted = self.accepted();
         let history = check::History {
             holds: &report.holds,
@@ -437,7 +476,7 @@ impl Lab {
         netlab: Netlab,
         env: HashMap<String, String>,
         schedule: Vec<Fault>,
-        overlong_validity: bool,
+        seeded: Option<seeded::Seeded>,
     ) -> std::result::Result<Report, String> {
         let url_of = self
             .client_url
@@ -470,7 +509,7 @@ impl Lab {
                 run_ms: u64::try_from(run_for.as_millis()).unwrap_or(u64::MAX),
                 lease_ms: u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX),
                 fence_dir: self.fence_dir(),
-                overlong_validity,
+                seeded,
             };
             let json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
             let mut child = tokio::process::Command::new("ip")

@@ -5,6 +5,7 @@
 
 use super::fence::{Fence, Verdict};
 use super::record::{Attempt, End, HoldRecord, Line, Write};
+use super::seeded::Seeded;
 use crate::history::mono_ns;
 use crate::ConnectFn;
 use dlock_core::{Error, LockGuard, Locker};
@@ -34,8 +35,8 @@ pub struct WorkerSpec {
     pub lease_ms: u64,
     /// Where the fenced resource lives.
     pub fence_dir: PathBuf,
-    /// The lab's self-test: run on [`super::overlong::OverlongValidity`].
-    pub overlong_validity: bool,
+    /// A lab self-test: run on this seeded bug.
+    pub seeded: Option<Seeded>,
 }
 
 /// How long one call may take before it counts as a hang.
@@ -52,10 +53,10 @@ fn emit(line: &Line) {
 /// Runs the worker; the process exits (without releasing its last hold).
 pub(crate) async fn run(spec: WorkerSpec, connect: ConnectFn) -> Result<(), String> {
     let backend = match tokio::time::timeout(HANG, connect(spec.url.clone())).await {
-        Ok(Ok(b)) if spec.overlong_validity => {
-            std::sync::Arc::new(super::overlong::OverlongValidity(b)) as _
-        }
-        Ok(Ok(b)) => b,
+        Ok(Ok(b)) => match spec.seeded {
+            Some(bug) => bug.wrap(b),
+            None => b,
+        },
         Ok(Err(e)) => return Err(format!("connect {}: {e:#}", spec.url)),
         Err(_) => {
             emit(&Line::Hang(format!("connect to {}", spec.url)));
