@@ -42,10 +42,12 @@ impl std::fmt::Debug for EtcdBackend {
 }
 
 impl Inner {
-    /// Grants a lease of exactly `ttl` seconds, or explains why not.
+    /// Grants a lease of exactly `ttl` seconds, or explains why not. Sent
+    /// again elsewhere when unanswered: a lease granted twice leaves one
+    /// lease with no key, which expires by itself.
     async fn grant(self: &Arc<Self>, op: &'static str, ttl: i64) -> Result<i64> {
         let resp = self
-            .call(op, |mut c| async move { c.lease_grant(ttl, None).await })
+            .call_repeatable(op, |mut c| async move { c.lease_grant(ttl, None).await })
             .await?;
         if resp.ttl() != ttl {
             self.spawn_revoke(resp.id());
@@ -140,6 +142,24 @@ fn token_of(rev: i64) -> Result<FencingToken> {
         .filter(|r| *r > 0)
         .map(FencingToken)
         .ok_or_else(|| Error::backend_msg(KIND, "acquire", format!("invalid revision {rev}")))
+}
+
+/// When an acquire transaction failed its compare because the key already
+/// holds this very acquisition (id, owner, lease): an earlier copy of the
+/// same request, unanswered, applied. Its create revision is the token.
+fn own_grant(resp: &TxnResponse, id: &str, owner: &str, lease_id: i64) -> Option<i64> {
+    if resp.succeeded() {
+        return None;
+    }
+    let want = encode_value(id, owner);
+    resp.op_responses().into_iter().find_map(|op| match op {
+        etcd_client::TxnOpResponse::Get(g) => g
+            .kvs()
+            .first()
+            .filter(|kv| kv.value() == want.as_bytes() && kv.lease() == lease_id)
+            .map(KeyValue::create_revision),
+        _ => None,
+    })
 }
 
 /// `e` with `what` added to its message.
@@ -273,25 +293,34 @@ impl LockBackend for EtcdBackend {
                 encode_value(&id, &spec.owner),
                 Some(PutOptions::new().with_lease(lease_id)),
             )])
-            .or_else([TxnOp::get(
-                key.as_str(),
-                Some(GetOptions::new().with_keys_only()),
-            )]);
-        let resp = match inner.txn("acquire", txn).await {
+            .or_else([TxnOp::get(key.as_str(), None)]);
+        // Safe to send twice: should an unanswered first copy have applied,
+        // the second finds the key holding this acquisition's id on this
+        // lease, and that is the grant (`own_grant`), not "held".
+        let resp = match inner
+            .try_call_repeatable("acquire", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await
+        {
             Ok(r) => r,
-            Err(e) => {
+            Err(f) => {
                 // If the transaction did apply, revoking frees the lock at once.
                 inner.spawn_revoke(lease_id);
-                return Err(e);
+                return Err(f.err);
             }
         };
         let answered = BootInstant::now();
-        let rev = header_revision(&resp)?;
-        if !resp.succeeded() {
-            inner.spawn_revoke(lease_id);
-            inner.remember_seen(&key, rev);
-            return Ok(None);
-        }
+        let rev = match own_grant(&resp, &id, &spec.owner, lease_id) {
+            Some(created) => created,
+            None if !resp.succeeded() => {
+                inner.spawn_revoke(lease_id);
+                inner.remember_seen(&key, header_revision(&resp)?);
+                return Ok(None);
+            }
+            None => header_revision(&resp)?,
+        };
         let handle = Handle {
             lease_id,
             acquired_by: answered.saturating_duration_since(sent),
@@ -319,7 +348,7 @@ impl LockBackend for EtcdBackend {
             // revision, value, lease), so neither a stale or forged lease nor
             // a force-released key is kept alive.
             let got = inner
-                .call("extend (check)", |mut c| {
+                .call_repeatable("extend (check)", |mut c| {
                     let key = key.clone();
                     async move { c.get(key, None).await }
                 })
@@ -338,8 +367,9 @@ impl LockBackend for EtcdBackend {
                 ));
             }
             let id = h.lease_id;
+            // A keep-alive resets the TTL: sending it twice is harmless.
             match inner
-                .try_call("extend (keep-alive)", |mut c| async move {
+                .try_call_repeatable("extend (keep-alive)", |mut c| async move {
                     c.lease_keep_alive(id).await
                 })
                 .await
@@ -484,7 +514,7 @@ impl LockBackend for EtcdBackend {
         let inner = &self.inner;
         let key = inner.key(name);
         let resp = inner
-            .call("inspect", |mut c| {
+            .call_repeatable("inspect", |mut c| {
                 let key = key.clone();
                 async move { c.get(key, None).await }
             })
@@ -497,7 +527,7 @@ impl LockBackend for EtcdBackend {
         // One linearizable range read over `<prefix>/` (end: `<prefix>0`).
         let from = inner.config.key("");
         let resp = inner
-            .call("list", |mut c| {
+            .call_repeatable("list", |mut c| {
                 let from = from.clone();
                 async move { c.get(from, Some(GetOptions::new().with_prefix())).await }
             })
@@ -530,7 +560,7 @@ impl LockBackend for EtcdBackend {
         if prev.lease() != 0 {
             let id = prev.lease();
             match inner
-                .try_call("force release (revoke)", |mut c| async move {
+                .try_call_repeatable("force release (revoke)", |mut c| async move {
                     c.lease_revoke(id).await
                 })
                 .await

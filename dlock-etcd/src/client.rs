@@ -1,13 +1,23 @@
 //! Connections: one etcd client per endpoint, deadlines on every request,
-//! failover to the next endpoint when a request could not even be sent.
+//! failover to the next endpoint when the one in use refuses connections or
+//! stops answering.
 //!
 //! etcd-client's own balanced channel keeps routing requests to a dead
 //! member and fails them, so with `host1,host2,host3` one member down would
 //! fail a third of all lock operations. Here each endpoint has its own
 //! client (created lazily, so an endpoint down at start-up does not block
-//! connecting), and a request whose connection could not be established
-//! moves on to the next endpoint within the same deadline. Requests that may
-//! have reached a server are never retried.
+//! connecting), and:
+//! - a request whose connection could not be established moves on to the
+//!   next endpoint within the same deadline;
+//! - a request that got no answer within `request_timeout` moves every
+//!   later request to the next endpoint (a dead link refuses nothing: only
+//!   silence tells), and is itself sent once more there, with a deadline of
+//!   its own, when it is safe to send twice ([`Resend::Elsewhere`]: reads,
+//!   lease grants and keep-alives, and the acquire transaction, which
+//!   recognizes its own earlier grant). So such an operation answers within
+//!   `request_timeout` + one round trip of a member that answers (at most
+//!   twice `request_timeout`), and an operation that is not safe to repeat
+//!   fails once, with an unknown outcome, and the next one goes elsewhere.
 
 use crate::config::EtcdConfig;
 use crate::errors::{self, Class};
@@ -63,6 +73,18 @@ impl From<Failure> for Error {
     }
 }
 
+/// Whether a request whose outcome is unknown (no answer in time) may be
+/// sent again, to another endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// Never: sending it twice could change the answer (a release, a
+    /// force-release, moving a key to another lease).
+    Never,
+    /// Once, to the next endpoint: a second copy landing after the first
+    /// changes nothing the answer relies on.
+    Elsewhere,
+}
+
 /// The instant `after` from now; the far future when that cannot be
 /// represented (a caller's `Duration::MAX` must never panic).
 pub(crate) fn deadline_in(after: Duration) -> Instant {
@@ -81,6 +103,18 @@ fn unsent(e: &etcd_client::Error) -> bool {
         etcd_client::Error::TransportError(_) => true,
         etcd_client::Error::GRpcStatus(s) => {
             i32::from(s.code()) == 14 && s.message().to_ascii_lowercase().contains("connect")
+        }
+        _ => false,
+    }
+}
+
+/// True when etcd-client's own per-request deadline ran out (tonic reports
+/// it as a cancelled call): no answer, as with our own deadline.
+fn no_answer(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            // 1: CANCELLED.
+            i32::from(s.code()) == 1 && s.message().to_ascii_lowercase().contains("timeout expired")
         }
         _ => false,
     }
@@ -142,7 +176,8 @@ impl Inner {
         }
     }
 
-    /// One request with the `request_timeout` deadline, counted, errors mapped.
+    /// One request with the `request_timeout` deadline, counted, errors
+    /// mapped, never sent twice.
     pub(crate) async fn try_call<T, F, Fut>(
         &self,
         op: &'static str,
@@ -152,15 +187,32 @@ impl Inner {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        self.try_call_within(op, self.config.request_timeout, f)
+        self.try_call_within(op, self.config.request_timeout, Resend::Never, f)
             .await
     }
 
-    /// Like [`Inner::try_call`] with an explicit deadline.
+    /// Like [`Inner::try_call`], for a request safe to send twice: when the
+    /// endpoint in use does not answer in time, it is sent once more to the
+    /// next one ([`Resend::Elsewhere`]).
+    pub(crate) async fn try_call_repeatable<T, F, Fut>(
+        &self,
+        op: &'static str,
+        f: F,
+    ) -> std::result::Result<T, Failure>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.try_call_within(op, self.config.request_timeout, Resend::Elsewhere, f)
+            .await
+    }
+
+    /// Like [`Inner::try_call`] with an explicit deadline for each attempt.
     pub(crate) async fn try_call_within<T, F, Fut>(
         &self,
         op: &'static str,
         after: Duration,
+        resend: Resend,
         f: F,
     ) -> std::result::Result<T, Failure>
     where
@@ -168,20 +220,24 @@ impl Inner {
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let deadline = deadline_in(after);
+        let mut deadline = deadline_in(after);
         let n = self.slots.len();
         let start = self.current.load(Ordering::Relaxed) % n;
         let mut last = None;
+        let mut resent = false;
         for k in 0..n {
             let i = (start + k) % n;
             let attempt = async {
                 let c = self.client_at(i).await?;
                 f(c).await
             };
-            match timeout_at(deadline, attempt).await {
+            let answer = match timeout_at(deadline, attempt).await {
+                Ok(Err(e)) if no_answer(&e) => Err(()),
+                r => r.map_err(|_| ()),
+            };
+            match answer {
                 Ok(Ok(v)) => {
-                    if k > 0 {
-                        self.current.store(i, Ordering::Relaxed);
+                    if k > 0 && self.current.swap(i, Ordering::Relaxed) != i {
                         tracing::info!(endpoint = %self.slots[i].url, "dlock-etcd: failed over");
                     }
                     return Ok(v);
@@ -191,7 +247,16 @@ impl Inner {
                     last = Some(e);
                 }
                 Ok(Err(e)) => return Err(self.failure(op, e)),
-                Err(_) => break,
+                Err(_) => {
+                    self.leave(i, after);
+                    if resend == Resend::Elsewhere && !resent && n > 1 {
+                        resent = true;
+                        last = None;
+                        deadline = deadline_in(after);
+                        continue;
+                    }
+                    break;
+                }
             }
         }
         Err(match last {
@@ -215,6 +280,21 @@ impl Inner {
         })
     }
 
+    /// Endpoint `i` did not answer within `after`: later requests start at
+    /// the next one (once, however many requests saw the silence at once).
+    fn leave(&self, i: usize, after: Duration) {
+        let next = (i + 1) % self.slots.len();
+        if next != i
+            && self
+                .current
+                .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(endpoint = %self.slots[i].url, next = %self.slots[next].url,
+                "dlock-etcd: no answer within {after:?}; moving to the next endpoint");
+        }
+    }
+
     pub(crate) async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
     where
         F: Fn(Client) -> Fut,
@@ -223,14 +303,24 @@ impl Inner {
         self.try_call(op, f).await.map_err(Error::from)
     }
 
+    /// [`Inner::try_call_repeatable`], the error mapped.
+    pub(crate) async fn call_repeatable<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        self.try_call_repeatable(op, f).await.map_err(Error::from)
+    }
+
     /// Revokes a lease in the background (cleanup only: a lease nobody keeps
     /// alive expires by itself, with every key on it).
     pub(crate) fn spawn_revoke(self: &Arc<Self>, lease_id: i64) {
         let me = self.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
+                // Revoking twice is harmless: the second finds no lease.
                 let r = me
-                    .try_call("revoke lease", |mut c| async move {
+                    .try_call_repeatable("revoke lease", |mut c| async move {
                         c.lease_revoke(lease_id).await
                     })
                     .await;
@@ -280,7 +370,7 @@ pub(crate) async fn connect(config: EtcdConfig) -> Result<Inner> {
     // anyone grant leases, even with authentication on).
     let probe_key = format!("{}/", inner.config.prefix);
     let probe = inner
-        .try_call_within("connect", after, |mut c| {
+        .try_call_within("connect", after, Resend::Elsewhere, |mut c| {
             let probe_key = probe_key.clone();
             async move {
                 let g = c.lease_grant(1, None).await?;

@@ -16,7 +16,7 @@ async fn watch_deletes(inner: &Inner, key: &str, from: i64) -> Result<WatchStrea
         .with_start_revision(from)
         .with_filters([WatchFilterType::NoPut]);
     inner
-        .call("watch", |mut c| {
+        .call_repeatable("watch", |mut c| {
             let (key, opts) = (key.to_string(), opts.clone());
             async move { c.watch(key, Some(opts)).await }
         })
@@ -35,7 +35,7 @@ pub(crate) async fn wait_for_release(
     let from = match inner.take_seen(&key) {
         Some(rev) => rev + 1,
         None => {
-            let read = inner.call("wait (read)", |mut c| {
+            let read = inner.call_repeatable("wait (read)", |mut c| {
                 let key = key.clone();
                 async move { c.get(key, Some(GetOptions::new().with_keys_only())).await }
             });
@@ -127,7 +127,7 @@ async fn check(
     token: i64,
 ) -> std::result::Result<std::result::Result<i64, String>, Error> {
     let resp = inner
-        .call("loss check", |mut c| {
+        .call_repeatable("loss check", |mut c| {
             let key = key.to_string();
             async move { c.get(key, Some(GetOptions::new().with_keys_only())).await }
         })

@@ -1,0 +1,140 @@
+//! Failover when the endpoint in use stops answering (a dead link refuses
+//! nothing: only silence tells), against the shared etcd
+//! (`DLOCK_TEST_ETCD_URL`; these tests fail, never skip, when it is unset).
+//!
+//! The backend is given two endpoints: first a [`Proxy`] to the shared etcd,
+//! then the shared etcd itself. Stalling the proxy makes the first member
+//! "stop answering" while the second still does: requests sent through it
+//! reach etcd and apply, their answers never come back.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use dlock_core::{LockBackend, LockName, LockSpec};
+use dlock_etcd::EtcdBackend;
+use dlock_testkit::Proxy;
+use std::time::Duration;
+
+fn base_url() -> String {
+    std::env::var("DLOCK_TEST_ETCD_URL").expect(
+        "DLOCK_TEST_ETCD_URL is not set: run scripts/test.sh or `. .run/env` after \
+         scripts/coordinators.sh start etcd",
+    )
+}
+
+fn spec(name: &str, owner: &str) -> LockSpec {
+    LockSpec::new(LockName::new(name).unwrap(), owner, Duration::from_secs(5)).unwrap()
+}
+
+/// The proxy (stalled by the test), a backend whose endpoints are the proxy
+/// then etcd directly, and a second backend straight to etcd (the judge).
+async fn two_endpoints() -> (Proxy, EtcdBackend, EtcdBackend) {
+    let base = base_url();
+    let direct = base
+        .trim_start_matches("etcd://")
+        .trim_end_matches('/')
+        .to_string();
+    let ns = format!("failover{}", dlock_testkit::namespace_id());
+    let proxy = Proxy::start(direct.clone()).await.unwrap();
+    let url = format!("etcd://{},{direct}/{ns}?request_timeout=1s", proxy.addr());
+    let a = EtcdBackend::connect(&url).await.unwrap();
+    let judge = EtcdBackend::connect(&format!("{base}/{ns}")).await.unwrap();
+    (proxy, a, judge)
+}
+
+#[tokio::test]
+async fn an_endpoint_that_stops_answering_is_left_for_the_next() {
+    let (proxy, a, judge) = two_endpoints().await;
+    // Warm: the first endpoint is the one in use.
+    let l = a
+        .try_acquire(&spec("warm", "owner-a"))
+        .await
+        .unwrap()
+        .unwrap();
+    a.release(&l).await.unwrap();
+    assert!(
+        proxy.requests() > 0,
+        "the backend did not start on the proxy"
+    );
+    proxy.stall();
+    // Every operation succeeds: the first one that meets the silence is
+    // sent again to the next endpoint, and later ones start there.
+    for i in 0..10 {
+        let name = format!("n{i}");
+        let l = a
+            .try_acquire(&spec(&name, "owner-a"))
+            .await
+            .unwrap_or_else(|e| panic!("acquire {i} with the first endpoint silent: {e:#}"))
+            .unwrap_or_else(|| panic!("acquire {i}: the free lock {name:?} was reported held"));
+        let seen = judge.inspect(&l.name).await.unwrap().unwrap();
+        assert_eq!(seen.owner, "owner-a");
+        let l = a
+            .extend(&l, l.at_most)
+            .await
+            .unwrap_or_else(|e| panic!("extend {i} with the first endpoint silent: {e:#}"));
+        a.inspect(&l.name)
+            .await
+            .unwrap_or_else(|e| panic!("inspect {i} with the first endpoint silent: {e:#}"));
+        a.release(&l)
+            .await
+            .unwrap_or_else(|e| panic!("release {i} with the first endpoint silent: {e:#}"));
+        assert!(judge.inspect(&l.name).await.unwrap().is_none());
+    }
+    // Nothing was sent to the silent endpoint after the first silence.
+    let sent = proxy.requests();
+    let l = a
+        .try_acquire(&spec("after", "owner-a"))
+        .await
+        .unwrap()
+        .unwrap();
+    a.release(&l).await.unwrap();
+    assert_eq!(
+        proxy.requests(),
+        sent,
+        "requests still go to the endpoint that stopped answering"
+    );
+}
+
+#[tokio::test]
+async fn an_acquire_sent_again_elsewhere_recognizes_its_own_grant() {
+    let (proxy, a, judge) = two_endpoints().await;
+    let l = a
+        .try_acquire(&spec("warm", "owner-a"))
+        .await
+        .unwrap()
+        .unwrap();
+    a.release(&l).await.unwrap();
+    // Let the release's background lease revoke go out first: the count
+    // below must start at the acquire's own requests.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The lease grant (request 1) is answered; the transaction (request 2)
+    // applies at etcd, its answer is held: the acquire is sent again to the
+    // second endpoint, and finds its own key there.
+    proxy.stall_after_requests(2);
+    let l = a
+        .try_acquire(&spec("x", "owner-a"))
+        .await
+        .unwrap_or_else(|e| panic!("acquire whose first answer was lost: {e:#}"))
+        .unwrap_or_else(|| {
+            panic!("the acquire's own earlier grant was reported as the lock held by someone else")
+        });
+    assert!(proxy.is_stalled(), "the stall never started");
+    let seen = judge.inspect(&l.name).await.unwrap().unwrap();
+    assert_eq!(seen.owner, "owner-a");
+    assert_eq!(
+        seen.token, l.token,
+        "the token is not the key's create revision"
+    );
+    // It is a real, working hold: others are refused, release frees it.
+    assert!(judge
+        .try_acquire(&spec("x", "owner-b"))
+        .await
+        .unwrap()
+        .is_none());
+    a.release(&l).await.unwrap();
+    let b = judge
+        .try_acquire(&spec("x", "owner-b"))
+        .await
+        .unwrap()
+        .expect("released lock still held");
+    assert!(b.token > l.token);
+    judge.release(&b).await.unwrap();
+}
