@@ -9,6 +9,10 @@ use std::time::Duration;
 /// two cores in CI, and a worker's reading of its clock can lag.
 pub const STUCK_MARGIN: Duration = Duration::from_secs(1);
 
+/// How long after a fault heals a cluster may still be electing the leader
+/// it causes (3-member clusters with fast elections, on a loaded host).
+pub const ELECTION_SETTLE: Duration = Duration::from_secs(3);
+
 /// What one run recorded, as the checker reads it.
 #[derive(Clone, Copy, Debug)]
 pub struct History<'a> {
@@ -20,6 +24,14 @@ pub struct History<'a> {
     pub unknown: &'a [Attempt],
     /// The backend's declared `expiry_slack`.
     pub expiry_slack: Duration,
+    /// Windows in which the nemesis may have caused a leader change: from
+    /// a fault's start to its end + [`ELECTION_SETTLE`]; empty for one
+    /// server.
+    /// etcd, ZooKeeper and Consul restart lease and session timers when a
+    /// new leader takes over (README, "Guarantees and their limits"), so a
+    /// lease alive at a leader change may run its full length again from
+    /// there.
+    pub leader_changes: &'a [(u128, u128)],
 }
 
 /// Violations found, by kind (empty: the run is clean).
@@ -27,6 +39,10 @@ pub struct History<'a> {
 pub struct Violations {
     /// Kind → one message per violation.
     pub by_kind: BTreeMap<&'static str, Vec<String>>,
+    /// Busy `try_lock`s only a leader change explains (the lease was past
+    /// `lock_for` + slack counted from its last renewal): how often the
+    /// restart of lease timers at a leader change showed.
+    pub held_through_a_leader_change: usize,
 }
 
 impl Violations {
@@ -178,7 +194,8 @@ fn ms_ns(ms: u64) -> u128 {
 /// `lock_for` + the declared `expiry_slack` + [`STUCK_MARGIN`] before the
 /// `try_lock` was sent. A holder renews nothing after its hold ends
 /// (`end_ns`), and a coordinator keeps an unrenewed lease `lock_for` at
-/// most, plus the slack it declares.
+/// most, plus the slack it declares, counted from the later of the last
+/// renewal and the last leader change while the lease was alive.
 fn stuck(history: &History<'_>, v: &mut Violations) {
     let allowance = history.expiry_slack + STUCK_MARGIN;
     let allowance_ns = allowance.as_nanos();
@@ -206,11 +223,37 @@ fn stuck(history: &History<'_>, v: &mut Violations) {
             .or_default()
             .push((a.asked_ns, until));
     }
-    for b in history.busy {
-        let explained = holders.get(b.name.as_str()).is_some_and(|hs| {
+    let renewed_only = holders.clone();
+    let mut changes = history.leader_changes.to_vec();
+    changes.sort_unstable();
+    let longest_ns = history
+        .holds
+        .iter()
+        .map(|h| ms_ns(h.lease_ms))
+        .max()
+        .unwrap_or(0);
+    for hs in holders.values_mut() {
+        for (asked, until) in hs.iter_mut() {
+            // Alive (by the bound so far) at some instant of the window: the
+            // new leader may restart its timer as late as the window's end.
+            for (from, to) in &changes {
+                if *asked < *to && *from < *until {
+                    *until = (*until).max(to + longest_ns + allowance_ns);
+                }
+            }
+        }
+    }
+    let explains = |bounds: &BTreeMap<&str, Vec<(u128, u128)>>, b: &Attempt| {
+        bounds.get(b.name.as_str()).is_some_and(|hs| {
             hs.iter()
                 .any(|(asked, until)| *asked < b.answered_ns && b.asked_ns < *until)
-        });
+        })
+    };
+    for b in history.busy {
+        let explained = explains(&holders, b);
+        if explained && !explains(&renewed_only, b) {
+            v.held_through_a_leader_change += 1;
+        }
         if !explained {
             let last_end = holders.get(b.name.as_str()).and_then(|hs| {
                 hs.iter()
@@ -245,6 +288,7 @@ mod tests {
             busy: &[],
             unknown: &[],
             expiry_slack: Duration::ZERO,
+            leader_changes: &[],
         }
     }
 
@@ -356,6 +400,7 @@ mod tests {
             busy: &busy,
             unknown: &[],
             expiry_slack: Duration::from_secs(1),
+            leader_changes: &[],
         };
         assert_eq!(
             check(&h, &BTreeMap::new()).count("held past lock_for + declared slack"),
@@ -368,6 +413,24 @@ mod tests {
             ..h
         };
         assert!(check(&h, &BTreeMap::new()).is_empty());
+        // A leader change window from 3 s to 5 s, while the hold's lease
+        // may still have been alive: it may run again from 5 s, so a
+        // try_lock at 7.5 s is explained, one at 9 s is not.
+        let late = [
+            attempt("a", 7 * S + S / 2, 8 * S),
+            attempt("a", 9 * S, 9 * S + 1),
+        ];
+        let changes = [(3 * S, 5 * S)];
+        let moved = History {
+            busy: &late,
+            unknown: &[],
+            leader_changes: &changes,
+            ..h
+        };
+        assert_eq!(
+            check(&moved, &BTreeMap::new()).count("held past lock_for + declared slack"),
+            1
+        );
         // Nothing ever held "b": finding it held is stuck at once.
         let busy = [attempt("b", S, S + 1)];
         let h = History {

@@ -196,6 +196,11 @@ impl Lab {
         }
     }
 
+    /// A 3-member cluster (etcd, ZooKeeper, Consul), not one server or file.
+    fn is_cluster(&self) -> bool {
+        !matches!(self.cluster, "postgres" | "mariadb" | "sqlite")
+    }
+
     /// The schedule: every fault kind the topology has, once.
     fn schedule(&self) -> Vec<Fault> {
         match self.cluster {
@@ -369,11 +374,24 @@ impl Lab {
             .map_err(|e| e.to_string())?;
         let report = rt.block_on(self.drive_in(netlab, env, schedule, seeded))?;
         let accepted = self.accepted();
+        // One server (SQL) keeps its lease deadlines across a restart; a
+        // cluster's new leader restarts its lease timers.
+        let leader_changes: Vec<(u128, u128)> = if self.is_cluster() {
+            report
+                .faults
+                .iter()
+                .filter(|f| f.fault.may_move_the_leader())
+                .map(|f| (f.from_ns, f.to_ns + check::ELECTION_SETTLE.as_nanos()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let history = check::History {
             holds: &report.holds,
             busy: &report.busy,
             unknown: &report.acquire_errors,
             expiry_slack: report.expiry_slack,
+            leader_changes: &leader_changes,
         };
         let violations = check::check(&history, &accepted);
         let topology = match self.cluster {
@@ -764,6 +782,12 @@ fn print_report(backend: &str, topology: &str, r: &Report, v: &check::Violations
             k => v.count(k),
         };
         println!("| {k} | {n} |");
+    }
+    if v.held_through_a_leader_change > 0 {
+        println!(
+            "locks held past lock_for + slack after their last renewal, explained by a leader change restarting lease timers: {}",
+            v.held_through_a_leader_change
+        );
     }
     for (k, msgs) in &v.by_kind {
         for m in msgs.iter().take(5) {

@@ -5,6 +5,7 @@
 //! (`heal`, `restart`, `SIGCONT`, `resume`), with a quiet gap between them.
 
 use super::Netlab;
+use crate::history::mono_ns;
 use crate::proxy::Proxy;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,6 +47,23 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Whether the cluster may elect a new leader during the fault or soon
+    /// after it heals: the leader itself stopped, killed or cut off, or a
+    /// member that, cut off, ran elections of its own and disrupts the
+    /// leader when it returns. Faults of clients and their connections
+    /// never do.
+    pub fn may_move_the_leader(&self) -> bool {
+        matches!(
+            self,
+            Fault::IsolateFollower
+                | Fault::IsolateLeader
+                | Fault::IsolateClientsMember(..)
+                | Fault::KillLeader
+                | Fault::StopLeader
+                | Fault::CutFollower
+        )
+    }
+
     /// The fault's kind, for the report.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -74,6 +92,10 @@ pub struct Injected {
     pub target: String,
     /// An error of the fault's commands, if any (the run then fails).
     pub error: Option<String>,
+    /// CLOCK_MONOTONIC ns when the fault began.
+    pub from_ns: u128,
+    /// CLOCK_MONOTONIC ns when it was undone (healed).
+    pub to_ns: u128,
 }
 
 /// Runs faults through `netlab`.
@@ -122,6 +144,7 @@ impl Nemesis {
     /// Injects `fault` (client processes by pid in `clients`), waits the
     /// fault time, undoes it, waits the quiet gap.
     pub async fn inject(&self, fault: &Fault, clients: &[(String, u32)]) -> Injected {
+        let from_ns = mono_ns();
         let r = self.apply(fault, clients).await;
         let (target, error) = match r {
             Ok(t) => (t, None),
@@ -133,11 +156,14 @@ impl Nemesis {
             p.delay_answers(Duration::ZERO);
             p.resume();
         }
+        let to_ns = mono_ns();
         tokio::time::sleep(self.heal_for).await;
         Injected {
             fault: fault.clone(),
             target,
             error,
+            from_ns,
+            to_ns,
         }
     }
 
