@@ -25,7 +25,8 @@ fn spec(name: &str, owner: &str) -> LockSpec {
 }
 
 /// The proxy (stalled by the test), a backend whose endpoints are the proxy
-/// then etcd directly, and a second backend straight to etcd (the judge).
+/// then etcd directly (warmed up on the proxy), and a second backend
+/// straight to etcd (the judge).
 async fn two_endpoints() -> (Proxy, EtcdBackend, EtcdBackend) {
     let base = base_url();
     let direct = base
@@ -37,12 +38,6 @@ async fn two_endpoints() -> (Proxy, EtcdBackend, EtcdBackend) {
     let url = format!("etcd://{},{direct}/{ns}?request_timeout=1s", proxy.addr());
     let a = EtcdBackend::connect(&url).await.unwrap();
     let judge = EtcdBackend::connect(&format!("{base}/{ns}")).await.unwrap();
-    (proxy, a, judge)
-}
-
-#[tokio::test]
-async fn an_endpoint_that_stops_answering_is_left_for_the_next() {
-    let (proxy, a, judge) = two_endpoints().await;
     // Warm: the first endpoint is the one in use.
     let l = a
         .try_acquire(&spec("warm", "owner-a"))
@@ -54,6 +49,15 @@ async fn an_endpoint_that_stops_answering_is_left_for_the_next() {
         proxy.requests() > 0,
         "the backend did not start on the proxy"
     );
+    // Let the release's background lease revoke go out: a test counting
+    // requests from here must see only its own.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (proxy, a, judge)
+}
+
+#[tokio::test]
+async fn an_endpoint_that_stops_answering_is_left_for_the_next() {
+    let (proxy, a, judge) = two_endpoints().await;
     proxy.stall();
     // Every operation succeeds: the first one that meets the silence is
     // sent again to the next endpoint, and later ones start there.
@@ -96,15 +100,6 @@ async fn an_endpoint_that_stops_answering_is_left_for_the_next() {
 #[tokio::test]
 async fn an_acquire_sent_again_elsewhere_recognizes_its_own_grant() {
     let (proxy, a, judge) = two_endpoints().await;
-    let l = a
-        .try_acquire(&spec("warm", "owner-a"))
-        .await
-        .unwrap()
-        .unwrap();
-    a.release(&l).await.unwrap();
-    // Let the release's background lease revoke go out first: the count
-    // below must start at the acquire's own requests.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     // The lease grant (request 1) is answered; the transaction (request 2)
     // applies at etcd, its answer is held: the acquire is sent again to the
     // second endpoint, and finds its own key there.

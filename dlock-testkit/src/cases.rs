@@ -1283,18 +1283,8 @@ async fn inspect_reports_holder(ctx: Ctx) -> CaseResult {
 /// released). Taken over through `force_release`, so that no watch or
 /// validity deadline can have reported it first on a backend without one.
 async fn lost_fires_when_release_finds_the_lock_taken(ctx: Ctx) -> CaseResult {
-    let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
-    let name = ctx.name("x");
-    let lease = ctx.lease() * 5;
-    let g = must_take(&a, &name, lease).await?;
+    let (g, g2, _) = taken_over_by_force(&ctx).await?;
     let lost = g.lost();
-    ensure!(
-        b.force_release(&name).await.ctx("force_release")?,
-        "force_release of a held lock answered false"
-    );
-    let g2 = must_take(&b, &name, lease)
-        .await
-        .map_err(|e| format!("after force_release: {e}"))?;
     let r = g.release().await;
     ensure!(
         is_lost(&r),
@@ -1310,7 +1300,9 @@ async fn lost_fires_when_release_finds_the_lock_taken(ctx: Ctx) -> CaseResult {
     g2.release().await.ctx("release")
 }
 
-async fn force_release_frees_lock(ctx: Ctx) -> CaseResult {
+/// Owner A takes a lock (lease: five test leases), owner B force-releases
+/// it and takes it: A's guard, B's guard, and B's locker.
+async fn taken_over_by_force(ctx: &Ctx) -> Result<(LockGuard, LockGuard, Locker), String> {
     let (a, b) = (ctx.locker("owner-a").await?, ctx.locker("owner-b").await?);
     let name = ctx.name("x");
     let lease = ctx.lease() * 5;
@@ -1322,6 +1314,13 @@ async fn force_release_frees_lock(ctx: Ctx) -> CaseResult {
     let g2 = must_take(&b, &name, lease)
         .await
         .map_err(|e| format!("after force_release: {e}"))?;
+    Ok((g, g2, b))
+}
+
+async fn force_release_frees_lock(ctx: Ctx) -> CaseResult {
+    let (g, g2, b) = taken_over_by_force(&ctx).await?;
+    let name = ctx.name("x");
+    let lease = ctx.lease() * 5;
     ensure!(
         g2.token() > g.token(),
         "token did not grow after force_release"

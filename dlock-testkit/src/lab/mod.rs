@@ -75,10 +75,10 @@ enum Trial {
     /// `faults`: the whole schedule on the backend as it is.
     Faults,
     /// `checker_catches_a_seeded_overlap`: on a backend claiming too long a
-    /// validity (`seeded::OverlongValidity`).
+    /// validity (`seeded::Seeded::OverlongValidity`).
     SeededOverlap,
     /// `checker_catches_a_seeded_stuck_lock`: on a backend keeping locks
-    /// past their lease (`seeded::StuckLeases`).
+    /// past their lease (`seeded::Seeded::StuckLeases`).
     SeededStuck,
     /// `clock_step`: the SQL server under libfaketime, its clock stepped.
     ClockStep,
