@@ -13,7 +13,7 @@
 //! node skips instead of running the job a second time. Ends by itself after
 //! `FIRINGS` firings (default 6, ~18 s).
 
-use dlock::schedule::chrono::{DateTime, Utc};
+use dlock::schedule::chrono::{DateTime, TimeDelta, Utc};
 use dlock::schedule::{Job, JobEvent, JobOutcome, Schedule, Scheduler};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -47,20 +47,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("coordinator: {}", url.split('?').next().unwrap_or(&url));
 
     let schedule = Schedule::every(PERIOD)?;
+    // Each node is its own "process": its own connection and owner name.
+    let mut lockers = Vec::new();
+    for node in NODES {
+        lockers.push(dlock::connect(&url).await?.with_owner(node)?);
+    }
+    // Count firings from one all three schedulers surely see: connecting
+    // took a moment, and the schedule may fire right now.
     let first = schedule
-        .next_after(Utc::now())
+        .next_after(Utc::now() + TimeDelta::milliseconds(500))
         .ok_or("schedule never fires")?;
     let (tx, mut rx) = mpsc::unbounded_channel::<JobEvent>();
     let mut handles = Vec::new();
-    for node in NODES {
-        // Each node is its own "process": its own connection and owner name.
-        let locker = dlock::connect(&url).await?.with_owner(node)?;
+    for locker in lockers {
         let job = Job::new("daily-report", schedule.clone(), move |ctx| async move {
             let n = firing_no(first, ctx.scheduled_at);
-            println!(
-                "[firing {n}] {} runs the job with fencing token {}",
-                ctx.owner, ctx.token
-            );
+            if n >= 1 {
+                println!(
+                    "[firing {n}] {} runs the job with fencing token {}",
+                    ctx.owner, ctx.token
+                );
+            }
             tokio::time::sleep(Duration::from_millis(300)).await; // the "work"
         })
         // lock at most 30 s (if this node dies mid-job), at least 2 s (absorbs drift).
