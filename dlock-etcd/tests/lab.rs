@@ -4,17 +4,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 fn main() -> std::process::ExitCode {
     dlock_testkit::lab::Lab::new("etcd")
         .self_test()
+        .request_timeout(Duration::from_secs(1))
         .client_url(|env, client| {
             let key = match client {
                 "c1" => "DLOCK_LAB_ETCD_URL_m1",
                 "c2" => "DLOCK_LAB_ETCD_URL_m2",
                 _ => "DLOCK_LAB_ETCD_URL",
             };
-            format!("{}/lab", env.get(key).cloned().unwrap_or_default())
+            format!(
+                "{}/lab?request_timeout=1s",
+                env.get(key).cloned().unwrap_or_default()
+            )
         })
         .connect(|url: String| async move {
             Ok(Arc::new(dlock_etcd::EtcdBackend::connect(&url).await?)

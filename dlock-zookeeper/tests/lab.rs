@@ -4,9 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 fn main() -> std::process::ExitCode {
     dlock_testkit::lab::Lab::new("zookeeper")
+        .request_timeout(Duration::from_secs(2))
         .client_url(|env, client| {
             let key = match client {
                 "c1" => "DLOCK_LAB_ZOOKEEPER_URL_m1",
@@ -14,7 +16,7 @@ fn main() -> std::process::ExitCode {
                 _ => "DLOCK_LAB_ZOOKEEPER_URL",
             };
             format!(
-                "{}/lab?session_timeout=4s",
+                "{}/lab?session_timeout=4s&request_timeout=2s",
                 env.get(key).cloned().unwrap_or_default()
             )
         })

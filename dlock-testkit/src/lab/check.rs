@@ -156,17 +156,19 @@ pub fn check(history: &History<'_>, accepted: &BTreeMap<String, Vec<u64>>) -> Vi
         }
     }
     for h in holds {
-        // Without keep-alive, validity counts from before the acquire was
-        // sent (before `start_ns`), so it cannot reach `start_ns + lease`.
-        if !h.keep_alive && h.last_held_ns > h.start_ns + ms_ns(h.lease_ms) {
+        // Without keep-alive, validity counts from before the acquire (or
+        // the last extension) was sent, before `start_ns` (`extended_ns`),
+        // so it cannot reach that + lease.
+        let proof_ns = h.extended_ns.unwrap_or(h.start_ns).max(h.start_ns);
+        if !h.keep_alive && h.last_held_ns > proof_ns + ms_ns(h.lease_ms) {
             v.add(
                 "valid past lock_for without keep-alive",
                 format!(
-                    "{} token {} ({}): is_held() said true {:.1} ms after the acquire returned, with lock_for {} ms and no keep-alive",
+                    "{} token {} ({}): is_held() said true {:.1} ms after the acquire or extension returned, with lock_for {} ms and no keep-alive",
                     h.name,
                     h.token,
                     h.process,
-                    (h.last_held_ns - h.start_ns) as f64 / 1e6,
+                    (h.last_held_ns - proof_ns) as f64 / 1e6,
                     h.lease_ms
                 ),
             );
@@ -307,6 +309,8 @@ mod tests {
             end: End::Released,
             end_ns: last,
             lost_reported: false,
+            coordinator_kept: None,
+            extended_ns: None,
             writes: Vec::new(),
         }
     }

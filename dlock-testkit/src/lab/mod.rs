@@ -22,6 +22,7 @@
 //! `DLOCK_LAB_MINUTES=N` repeats the fault schedule for N minutes (what
 //! `scripts/chaos.sh` sets).
 
+pub mod availability;
 pub mod check;
 pub mod fence;
 pub mod nemesis;
@@ -33,7 +34,7 @@ use crate::proxy::Proxy;
 use crate::ConnectFn;
 use dlock_core::{LockBackend, Result};
 use nemesis::{Fault, Injected, Nemesis};
-use record::{Attempt, End, HoldRecord, Line};
+use record::{Attempt, End, HoldRecord, Line, OpRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ pub struct Lab {
     names: Vec<String>,
     self_test: bool,
     clock_step: bool,
+    request_timeout: Duration,
+    availability: availability::Bounds,
 }
 
 /// Which trial a run is: each has a network of its own.
@@ -101,6 +104,8 @@ pub struct Report {
     pub worker_failures: Vec<String>,
     /// Faults injected.
     pub faults: Vec<Injected>,
+    /// Every acquire, extend and release, with how it answered.
+    pub ops: Vec<OpRecord>,
 }
 
 impl Lab {
@@ -118,7 +123,31 @@ impl Lab {
             names: vec!["lab-a".into(), "lab-b".into(), "lab-c".into()],
             self_test: false,
             clock_step: false,
+            request_timeout: Duration::from_secs(5),
+            availability: availability::Bounds::CI,
         }
+    }
+
+    /// What the availability table may show before the run fails (default:
+    /// [`availability::Bounds::CI`]; every run prints its figures next to
+    /// [`availability::Bounds::TARGET`]).
+    pub fn availability_bounds(mut self, bounds: availability::Bounds) -> Self {
+        self.availability = bounds;
+        self
+    }
+
+    /// The `request_timeout` the clients' URLs set (default 5 s, the
+    /// adapters' default). On a cluster, operations sent later than this +
+    /// 1 s after a fault began or healed must not fail while a majority is
+    /// healthy and reachable ([`availability`]).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long after a fault begins or heals operations may still fail.
+    fn grace(&self) -> Duration {
+        self.request_timeout + Duration::from_secs(1)
     }
 
     /// How each client (`c1`, `c2`, `c3`) finds its URL in `netlab.sh
@@ -404,9 +433,30 @@ impl Lab {
     }
 
     /// The whole schedule; any violation fails the run.
+    /// On a cluster, also the availability target ([`availability`]).
     fn faults(&self) -> std::result::Result<(), String> {
         let (report, violations) = self.drive(self.schedule(), Trial::Faults)?;
-        judge(&report, &violations, &[])
+        let judged = judge(&report, &violations, &[]);
+        if !self.is_cluster() {
+            return judged;
+        }
+        let mut a = availability::Availability::measure(
+            &report.ops,
+            &report.holds,
+            &report.faults,
+            self.grace(),
+        );
+        print!(
+            "{}",
+            a.table(self.backend, self.grace(), &self.availability)
+        );
+        let misses = a.misses(&self.availability);
+        match (judged, misses.is_empty()) {
+            (Ok(()), true) => Ok(()),
+            (Ok(()), false) => Err(misses.join("\n")),
+            (Err(e), true) => Err(e),
+            (Err(e), false) => Err(format!("{e}\n{}", misses.join("\n"))),
+        }
     }
 
     /// Two forward steps of the server's clock; see [`Lab::clock_step`].
@@ -602,6 +652,7 @@ impl Lab {
                     Ok(Line::Hold(h)) => report.holds.push(h),
                     Ok(Line::AcquireError(a, _)) => report.acquire_errors.push(a),
                     Ok(Line::Busy(a)) => report.busy.push(a),
+                    Ok(Line::Op(o)) => report.ops.push(o),
                     Ok(Line::Started { expiry_slack_ms }) => {
                         report.expiry_slack = report
                             .expiry_slack

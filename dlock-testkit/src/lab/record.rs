@@ -65,6 +65,16 @@ pub struct HoldRecord {
     pub end_ns: u128,
     /// For `End::Lost`: whether `lost()` completed within a second of it.
     pub lost_reported: bool,
+    /// For `End::Lost`: what the coordinator said right after, asked with
+    /// `inspect()`: `Some(true)` if it still had this very hold (same
+    /// token), so the loss was the client's alone; `None` if it did not
+    /// answer within a few seconds.
+    #[serde(default)]
+    pub coordinator_kept: Option<bool>,
+    /// After the last `extend()` that answered `Ok` (holds without
+    /// keep-alive extend once, explicitly): validity counts from before it.
+    #[serde(default)]
+    pub extended_ns: Option<u128>,
     /// Writes to the fenced resource during the hold.
     pub writes: Vec<Write>,
 }
@@ -82,6 +92,36 @@ pub struct Attempt {
     pub answered_ns: u128,
 }
 
+/// A lock operation, as the availability table counts it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    /// `try_lock()`, or `lock()` with a wait.
+    Acquire,
+    /// `LockGuard::extend()`.
+    Extend,
+    /// `LockGuard::release()`.
+    Release,
+}
+
+/// One lock operation and how it answered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct OpRecord {
+    /// Worker process.
+    pub process: String,
+    /// Which operation.
+    pub op: Op,
+    /// An acquire that waited for the lock (`lock()`): its time is not
+    /// the coordinator's, so it counts for errors, not for latency.
+    pub waited: bool,
+    /// Before the call.
+    pub asked_ns: u128,
+    /// After it returned.
+    pub answered_ns: u128,
+    /// The error it answered, if any (`Busy` and a granted lock are
+    /// answers, not errors).
+    pub error: Option<String>,
+}
+
 /// What a worker prints besides holds.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Line {
@@ -97,6 +137,8 @@ pub enum Line {
     /// An acquire answered an error (expected under faults; counted). Its
     /// outcome is unknown: the coordinator may have granted it.
     AcquireError(Attempt, String),
+    /// A lock operation answered (or failed).
+    Op(OpRecord),
     /// A call did not answer within its deadline: a hang.
     Hang(String),
     /// The worker finished its run.

@@ -4,15 +4,16 @@
 //! fenced resource, and reporting each hold as one JSON line.
 
 use super::fence::{Fence, Verdict};
-use super::record::{Attempt, End, HoldRecord, Line, Write};
+use super::record::{Attempt, End, HoldRecord, Line, Op, OpRecord, Write};
 use super::seeded::Seeded;
 use crate::history::mono_ns;
 use crate::ConnectFn;
-use dlock_core::{Error, LockGuard, Locker};
+use dlock_core::{Error, LockBackend, LockGuard, Locker};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Environment variable that turns the lab binary into a worker.
@@ -78,6 +79,7 @@ pub(crate) async fn run(spec: WorkerSpec, connect: ConnectFn) -> Result<(), Stri
             spec: spec.clone(),
             task,
             locker,
+            backend: backend.clone(),
             fence: fence.clone(),
         };
         set.spawn(async move { w.run_until(deadline).await });
@@ -89,9 +91,10 @@ pub(crate) async fn run(spec: WorkerSpec, connect: ConnectFn) -> Result<(), Stri
     let abandoned = Task {
         spec: spec.clone(),
         task: spec.tasks,
-        locker: Locker::from_arc(backend)
+        locker: Locker::from_arc(backend.clone())
             .with_owner(format!("{}-exit", spec.process))
             .map_err(|e| e.to_string())?,
+        backend,
         fence,
     };
     abandoned.abandon_one().await;
@@ -111,7 +114,25 @@ struct Task {
     spec: WorkerSpec,
     task: usize,
     locker: Locker,
+    /// The same backend, to ask the coordinator about a loss.
+    backend: Arc<dyn LockBackend>,
     fence: Fence,
+}
+
+/// How long the worker keeps asking the coordinator, after a loss, whether
+/// it still has the hold.
+const ASK_AFTER_LOSS: Duration = Duration::from_secs(3);
+
+/// Reports one lock operation.
+fn emit_op(process: &str, op: Op, waited: bool, asked_ns: u128, error: Option<String>) {
+    emit(&Line::Op(OpRecord {
+        process: process.to_string(),
+        op,
+        waited,
+        asked_ns,
+        answered_ns: mono_ns(),
+        error,
+    }));
 }
 
 /// One hold being taken.
@@ -171,6 +192,10 @@ impl Task {
             asked_ns,
             answered_ns: mono_ns(),
         };
+        if let Ok(r) = &r {
+            let error = r.as_ref().err().map(|e| format!("{e:#}"));
+            emit_op(&self.spec.process, Op::Acquire, p.waited, asked_ns, error);
+        }
         match r {
             Err(_) => {
                 emit(&Line::Hang(format!("acquire of {}", p.name)));
@@ -239,6 +264,8 @@ impl Task {
             end: End::Released,
             end_ns: start_ns,
             lost_reported: false,
+            coordinator_kept: None,
+            extended_ns: None,
             writes: Vec::new(),
         }
     }
@@ -271,9 +298,19 @@ impl Task {
         } else {
             gone = true;
         }
-        let until = tokio::time::Instant::now() + p.hold;
+        let began = tokio::time::Instant::now();
+        let until = began + p.hold;
+        // Without keep-alive, one explicit extension halfway through.
+        let mut extend_at = (!p.keep_alive).then(|| began + p.hold / 2);
         let mut blind_done = false;
         while !gone && tokio::time::Instant::now() < until {
+            if extend_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                extend_at = None;
+                if !self.extend(&g, &mut rec).await {
+                    gone = true;
+                    break;
+                }
+            }
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             let step = Duration::from_millis(100).min(left);
             let before = mono_ns();
@@ -297,6 +334,7 @@ impl Task {
         if gone {
             rec.end = End::Lost;
             rec.lost_reported = reported(&lost).await;
+            rec.coordinator_kept = self.coordinator_kept(&rec).await;
             return rec;
         }
         if rand::rng().random_bool(0.2) {
@@ -308,7 +346,13 @@ impl Task {
         if g.is_held() {
             rec.last_held_ns = t0;
         }
-        match tokio::time::timeout(HANG, g.release()).await {
+        let asked_ns = mono_ns();
+        let released = tokio::time::timeout(HANG, g.release()).await;
+        if let Ok(r) = &released {
+            let error = r.as_ref().err().map(|e| format!("{e:#}"));
+            emit_op(&self.spec.process, Op::Release, false, asked_ns, error);
+        }
+        match released {
             Err(_) => {
                 emit(&Line::Hang(format!(
                     "release of {} (token {})",
@@ -320,9 +364,61 @@ impl Task {
             Ok(Err(Error::LockLost { .. })) => {
                 rec.end = End::Lost;
                 rec.lost_reported = reported(&lost).await;
+                rec.coordinator_kept = self.coordinator_kept(&rec).await;
             }
             Ok(Err(_)) => rec.end = End::ReleaseFailed,
         }
         rec
+    }
+}
+
+impl Task {
+    /// One explicit `extend()` by the lease length; false when it answered
+    /// that the lock is lost (the hold ends there).
+    async fn extend(&self, g: &LockGuard, rec: &mut HoldRecord) -> bool {
+        let asked_ns = mono_ns();
+        let r = match tokio::time::timeout(HANG, g.extend(self.lease())).await {
+            Ok(r) => r,
+            Err(_) => {
+                emit(&Line::Hang(format!(
+                    "extend of {} (token {})",
+                    rec.name, rec.token
+                )));
+                return true;
+            }
+        };
+        emit_op(
+            &self.spec.process,
+            Op::Extend,
+            false,
+            asked_ns,
+            r.as_ref().err().map(|e| format!("{e:#}")),
+        );
+        match r {
+            Ok(()) => {
+                rec.extended_ns = Some(mono_ns());
+                true
+            }
+            Err(Error::LockLost { .. }) => false,
+            // Unknown outcome: the guard still counts its validity from
+            // the last proof, as is_held() will show.
+            Err(_) => true,
+        }
+    }
+
+    /// Whether the coordinator still had this hold right after its holder
+    /// saw it lost (`None`: it did not answer in time).
+    async fn coordinator_kept(&self, rec: &HoldRecord) -> Option<bool> {
+        let name = dlock_core::LockName::new(rec.name.clone()).ok()?;
+        let until = tokio::time::Instant::now() + ASK_AFTER_LOSS;
+        while tokio::time::Instant::now() < until {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.backend.inspect(&name)).await {
+                Ok(Ok(info)) => return Some(info.is_some_and(|i| i.token.0 == rec.token)),
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => return None,
+            }
+        }
+        None
     }
 }
