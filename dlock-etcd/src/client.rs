@@ -9,9 +9,11 @@
 //! connecting), and:
 //! - a request whose connection could not be established moves on to the
 //!   next endpoint within the same deadline;
-//! - a request that got no answer within `request_timeout` moves every
-//!   later request to the next endpoint (a dead link refuses nothing: only
-//!   silence tells), and is itself sent once more there, with a deadline of
+//! - a request that got no answer within `request_timeout`, or that the
+//!   member answered it cannot serve now (UNAVAILABLE: an election under
+//!   way, the member cut off from the others), moves every later request
+//!   to the next endpoint (a dead link refuses nothing: only silence
+//!   tells), and is itself sent once more there, with a deadline of
 //!   its own, when it is safe to send twice ([`Resend::Elsewhere`]: reads,
 //!   lease grants and keep-alives, and the acquire transaction, which
 //!   recognizes its own earlier grant). So such an operation answers within
@@ -29,13 +31,39 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::OnceCell;
 use tokio::time::{timeout_at, Instant};
 
 struct Slot {
     /// `http(s)://host:port`.
     url: String,
-    client: OnceCell<Client>,
+    /// Connected on first use; forgotten when the member stops answering,
+    /// so that the next use connects afresh: a connection that was cut
+    /// (a partition, a member killed behind a dead link) can stay stalled
+    /// in TCP retransmission back-off for seconds after the network heals.
+    client: Mutex<Option<Client>>,
+}
+
+impl Slot {
+    fn connected(&self) -> Option<Client> {
+        self.client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn keep(&self, c: &Client) {
+        *self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(c.clone());
+    }
+
+    fn forget(&self) {
+        self.client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+    }
 }
 
 /// Shared state of an [`crate::EtcdBackend`]; background tasks (lease
@@ -108,6 +136,14 @@ fn unsent(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// True when the member answered that it cannot serve the request now
+/// (gRPC UNAVAILABLE: "leader changed", "no leader", "request timed out",
+/// a connection whose HTTP/2 keep-alive went unanswered): another member
+/// may. The request may have been applied all the same.
+fn unavailable_here(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if i32::from(s.code()) == errors::UNAVAILABLE)
+}
+
 /// True when etcd-client's own per-request deadline ran out (tonic reports
 /// it as a cancelled call): no answer, as with our own deadline.
 fn no_answer(e: &etcd_client::Error) -> bool {
@@ -129,7 +165,7 @@ impl Inner {
             .iter()
             .map(|e| Slot {
                 url: format!("{scheme}://{e}"),
-                client: OnceCell::new(),
+                client: Mutex::new(None),
             })
             .collect();
         Inner {
@@ -145,10 +181,13 @@ impl Inner {
 
     async fn client_at(&self, i: usize) -> std::result::Result<Client, etcd_client::Error> {
         let slot = &self.slots[i];
-        slot.client
-            .get_or_try_init(|| Client::connect([slot.url.as_str()], Some(self.opts.clone())))
-            .await
-            .cloned()
+        if let Some(c) = slot.connected() {
+            return Ok(c);
+        }
+        // Two requests may connect at once; the later one's client stays.
+        let c = Client::connect([slot.url.as_str()], Some(self.opts.clone())).await?;
+        slot.keep(&c);
+        Ok(c)
     }
 
     /// The client of the endpoint in use (connecting it if needed).
@@ -244,7 +283,21 @@ impl Inner {
                 }
                 Ok(Err(e)) if unsent(&e) => {
                     tracing::debug!(endpoint = %self.slots[i].url, error = %e, "dlock-etcd: endpoint unreachable");
+                    // Its channel would go on failing until its own
+                    // reconnect back-off ends: the next use connects anew.
+                    self.slots[i].forget();
                     last = Some(e);
+                }
+                // A member in the middle of an election, or cut off from
+                // the others: a safe request goes once to the next one.
+                Ok(Err(e))
+                    if unavailable_here(&e) && resend == Resend::Elsewhere && !resent && n > 1 =>
+                {
+                    tracing::debug!(endpoint = %self.slots[i].url, error = %e, "dlock-etcd: member unavailable");
+                    self.leave(i, after);
+                    resent = true;
+                    last = None;
+                    deadline = deadline_in(after);
                 }
                 Ok(Err(e)) => return Err(self.failure(op, e)),
                 Err(_) => {
@@ -281,8 +334,10 @@ impl Inner {
     }
 
     /// Endpoint `i` did not answer within `after`: later requests start at
-    /// the next one (once, however many requests saw the silence at once).
+    /// the next one (once, however many requests saw the silence at once),
+    /// and its connection is dropped, so its next use connects afresh.
     fn leave(&self, i: usize, after: Duration) {
+        self.slots[i].forget();
         let next = (i + 1) % self.slots.len();
         if next != i
             && self

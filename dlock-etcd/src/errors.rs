@@ -71,6 +71,9 @@ pub(crate) fn refused(e: &etcd_client::Error) -> bool {
 }
 
 /// gRPC status codes (numbers fixed by the gRPC spec).
+/// gRPC UNAVAILABLE.
+pub(crate) const UNAVAILABLE: i32 = grpc_code::UNAVAILABLE;
+
 mod grpc_code {
     pub const INVALID_ARGUMENT: i32 = 3;
     pub const NOT_FOUND: i32 = 5;
