@@ -4,6 +4,7 @@
 
 use crate::config::ConsulConfig;
 use crate::KIND;
+use dlock_core::backoff::Backoff;
 use dlock_core::{Error, Result, TlsRoots};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -27,7 +28,37 @@ pub(crate) struct Reply {
     pub body: Vec<u8>,
 }
 
+/// What an agent answers (HTTP 500) when it could not hand a request to any
+/// server, or the servers have no leader: the request was applied nowhere,
+/// so it may be sent again. A server member killed or cut off makes the
+/// agent answer so at once, until it has moved to another server.
+const NOT_APPLIED: &[&str] = &[
+    "No cluster leader",
+    "failed to get conn",
+    "lead thread didn't get connection",
+];
+
+/// What an agent answers (HTTP 500) when its connection to a server broke
+/// during the call (a server killed, or back from a partition): the
+/// request may or may not have been applied.
+const CUT_OFF: &[&str] = &["rpc error making call: EOF", "stream closed"];
+
+/// Whether a request may be sent twice whatever the first did: reads, and
+/// session calls (a spare session holds nothing and its TTL ends it; renew
+/// and destroy are idempotent). Never a KV write or a transaction.
+fn repeatable(method: &Method, path: &str) -> bool {
+    *method == Method::GET || path.starts_with("/v1/session/")
+}
+
 impl Reply {
+    /// Whether this is an agent's 500 answer naming one of `causes`.
+    fn agent_failed_with(&self, causes: &[&str]) -> bool {
+        self.status == StatusCode::INTERNAL_SERVER_ERROR && {
+            let text = String::from_utf8_lossy(&self.body);
+            causes.iter().any(|m| text.contains(m))
+        }
+    }
+
     /// The body as text, shortened for messages.
     pub fn text(&self) -> String {
         let s = String::from_utf8_lossy(&self.body);
@@ -118,10 +149,40 @@ impl Http {
         format!("/v1/kv/{}", utf8_percent_encode(key, KEY_PATH))
     }
 
-    /// Sends one request. `path` is already escaped; `query` pairs are
-    /// escaped here; `dc` is added when configured. `extra_time` lengthens the
-    /// deadline (blocking queries).
+    /// Sends one request, and again while the agent answers that it was
+    /// applied nowhere ([`NOT_APPLIED`]) or, for a [`repeatable`] request,
+    /// that its server connection broke mid-call ([`CUT_OFF`]), with a
+    /// growing pause, for up to `request_timeout`: a server lost behind the
+    /// agent costs a client that wait, not an error. `path` is already escaped; `query` pairs
+    /// are escaped here; `dc` is added when configured. `extra_time`
+    /// lengthens each attempt's deadline (blocking queries).
     pub async fn send(
+        &self,
+        op: &'static str,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        extra_time: Duration,
+    ) -> Result<Reply> {
+        let give_up = tokio::time::Instant::now() + self.request_timeout;
+        let mut pauses = Backoff::new(Duration::from_millis(25), Duration::from_millis(500));
+        loop {
+            let reply = self
+                .send_once(op, method.clone(), path, query, body.clone(), extra_time)
+                .await?;
+            let again = reply.agent_failed_with(NOT_APPLIED)
+                || (repeatable(&method, path) && reply.agent_failed_with(CUT_OFF));
+            let pause = pauses.next_delay();
+            if !again || tokio::time::Instant::now() + pause >= give_up {
+                return Ok(reply);
+            }
+            tracing::debug!(backend = KIND, op, answer = %reply.text(), "dlock: the Consul agent reached no server; sending again");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn send_once(
         &self,
         op: &'static str,
         method: Method,
@@ -268,6 +329,35 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            index: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn only_answers_that_change_nothing_twice_are_sent_again() {
+        let no_server = reply(
+            500,
+            "rpc error making call: rpc error getting client: failed to get conn: dial tcp: connect: connection refused",
+        );
+        assert!(no_server.agent_failed_with(NOT_APPLIED));
+        assert!(reply(500, "No cluster leader").agent_failed_with(NOT_APPLIED));
+        let cut = reply(500, "rpc error making call: rpc error making call: EOF");
+        assert!(!cut.agent_failed_with(NOT_APPLIED));
+        assert!(cut.agent_failed_with(CUT_OFF));
+        // A cut-off answer is sent again only for reads and session calls.
+        assert!(repeatable(&Method::GET, "/v1/kv/a"));
+        assert!(repeatable(&Method::PUT, "/v1/session/create"));
+        assert!(!repeatable(&Method::PUT, "/v1/txn"));
+        assert!(!repeatable(&Method::PUT, "/v1/kv/a"));
+        // Other failures, and the same words with another status, are answers.
+        assert!(!reply(500, "Permission denied").agent_failed_with(NOT_APPLIED));
+        assert!(!reply(403, "No cluster leader").agent_failed_with(NOT_APPLIED));
+    }
 
     #[test]
     fn key_paths_escape_everything_odd() {
