@@ -134,11 +134,13 @@ start_etcd_member() {
     addr=$(ip_of "$m")
     mkdir -p "$RUN/etcd-$m"
     # exec: the recorded PID is etcd's own (ip netns exec execs too).
+    # --pre-vote (the default from etcd 3.5; this is 3.4): a member cut off
+    # from its peers does not force an election when it returns.
     (exec ip netns exec "$(ns "$m")" /usr/bin/etcd --name "$m" --data-dir "$RUN/etcd-$m/data" \
         --listen-client-urls "http://$addr:2379" --advertise-client-urls "http://$addr:2379" \
         --listen-peer-urls "http://$addr:2380" --initial-advertise-peer-urls "http://$addr:2380" \
         --initial-cluster "$(etcd_cluster)" --initial-cluster-state "$state" \
-        --initial-cluster-token dlab \
+        --initial-cluster-token dlab --pre-vote \
         >> "$RUN/etcd-$m/log" 2>&1 < /dev/null) &
     echo $! > "$(pidfile "$m")"
 }
@@ -181,12 +183,16 @@ start_zookeeper_member() {
     mkdir -p "$d/data"
     echo "$i" > "$d/data/myid"
     # tickTime 500: short sessions, as in scripts/coordinators.sh.
+    # syncLimit 2 (1 s): a server cut off from its peers drops its clients
+    # within a third of the lab's 4 s sessions, so they move to another
+    # server while their guards' liveness proof still holds (dlock-zookeeper
+    # README: syncLimit × tickTime ≤ session_timeout / 3).
     {
         echo "tickTime=500"
         echo "minSessionTimeout=1000"
         echo "maxSessionTimeout=60000"
         echo "initLimit=10"
-        echo "syncLimit=5"
+        echo "syncLimit=2"
         echo "dataDir=$d/data"
         echo "clientPort=2181"
         echo "clientPortAddress=$addr"
@@ -248,6 +254,35 @@ start_consul_member() {
     echo $! > "$(pidfile "$m")"
 }
 
+# The deployment Consul documents, and dlock assumes: an application talks
+# to the Consul agent on its own node, which forwards to the servers and
+# moves between them. c3 gets one (a client agent in its namespace); c1 and
+# c2 talk to one server's HTTP API each.
+start_consul_agent() {
+    local c=$1 addr d joins=() n
+    addr=$(ip_of "$c")
+    d=$RUN/consul-agent-$c
+    mkdir -p "$d/data"
+    for n in "${MEMBERS[@]}"; do joins+=("-retry-join=$(ip_of "$n")"); done
+    printf 'limits {\n  http_max_conns_per_client = 1000\n}\ndisable_update_check = true\n' \
+        > "$d/consul.hcl"
+    (exec ip netns exec "$(ns "$c")" /usr/bin/consul agent \
+        -node="agent-$c" -data-dir="$d/data" -config-file="$d/consul.hcl" \
+        -bind="$addr" -advertise="$addr" -client="$addr" "${joins[@]}" \
+        >> "$d/log" 2>&1 < /dev/null) &
+    echo $! > "$(pidfile "agent-$c")"
+    local i
+    for i in $(seq 1 100); do
+        if curl -sf --max-time 2 -X PUT -d ok "http://$addr:8500/v1/kv/dlab-probe" 2>/dev/null | grep -q true; then
+            log "consul: agent on $c serving"
+            return 0
+        fi
+        sleep 0.2
+    done
+    tail -n 20 "$d/log" >&2 || true
+    die "consul: the agent on $c did not serve within 20 s"
+}
+
 consul_leader_addr() {
     curl -s --max-time 1 "http://$(ip_of "$1"):8500/v1/status/leader" 2>/dev/null | tr -d '"'
 }
@@ -277,6 +312,7 @@ consul_env() {
     echo "DLOCK_LAB_CONSUL_URL=consul://$(ip_of m3):8500"
     local m
     for m in "${MEMBERS[@]}"; do echo "DLOCK_LAB_CONSUL_URL_$m=consul://$(ip_of "$m"):8500"; done
+    echo "DLOCK_LAB_CONSUL_URL_agent_c3=consul://$(ip_of c3):8500"
 }
 
 # ------------------------------------------------------------------ PostgreSQL
@@ -394,6 +430,7 @@ up_kind() {
     for i in $(seq 1 150); do
         if "${k}_healthy"; then
             log "$k: serving"
+            if [[ $k == consul ]]; then start_consul_agent c3; fi
             return 0
         fi
         sleep 0.2
