@@ -152,10 +152,11 @@ impl Http {
     /// Sends one request, and again while the agent answers that it was
     /// applied nowhere ([`NOT_APPLIED`]) or, for a [`repeatable`] request,
     /// that its server connection broke mid-call ([`CUT_OFF`]), with a
-    /// growing pause, for up to `request_timeout`: a server lost behind the
-    /// agent costs a client that wait, not an error. `path` is already escaped; `query` pairs
-    /// are escaped here; `dc` is added when configured. `extra_time`
-    /// lengthens each attempt's deadline (blocking queries).
+    /// growing pause: a server lost behind the agent costs a client that
+    /// wait, not an error. All attempts together take `request_timeout`
+    /// (+ `extra_time`, which lengthens the deadline of blocking queries);
+    /// a repeat gets only what is left. `path` is already escaped; `query`
+    /// pairs are escaped here; `dc` is added when configured.
     pub async fn send(
         &self,
         op: &'static str,
@@ -168,13 +169,17 @@ impl Http {
         let give_up = tokio::time::Instant::now() + self.request_timeout;
         let mut pauses = Backoff::new(Duration::from_millis(25), Duration::from_millis(500));
         loop {
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            let deadline = left.saturating_add(extra_time);
             let reply = self
-                .send_once(op, method.clone(), path, query, body.clone(), extra_time)
+                .send_once(op, method.clone(), path, query, body.clone(), deadline)
                 .await?;
             let again = reply.agent_failed_with(NOT_APPLIED)
                 || (repeatable(&method, path) && reply.agent_failed_with(CUT_OFF));
             let pause = pauses.next_delay();
-            if !again || tokio::time::Instant::now() + pause >= give_up {
+            // A repeat needs time for an answer: a tenth of the deadline.
+            let room = pause + self.request_timeout / 10;
+            if !again || tokio::time::Instant::now() + room >= give_up {
                 return Ok(reply);
             }
             tracing::debug!(backend = KIND, op, answer = %reply.text(), "dlock: the Consul agent reached no server; sending again");
@@ -182,6 +187,7 @@ impl Http {
         }
     }
 
+    /// One attempt of [`Http::send`], within `deadline`.
     async fn send_once(
         &self,
         op: &'static str,
@@ -189,7 +195,7 @@ impl Http {
         path: &str,
         query: &[(&str, &str)],
         body: Option<Vec<u8>>,
-        extra_time: Duration,
+        deadline: Duration,
     ) -> Result<Reply> {
         let mut url = format!("{}{}", self.base, path);
         let q = {
@@ -211,7 +217,6 @@ impl Http {
             url.push('?');
             url.push_str(&q);
         }
-        let deadline = self.request_timeout.saturating_add(extra_time);
         let mut req = self.client.request(method, &url);
         if let Some(b) = body {
             req = req

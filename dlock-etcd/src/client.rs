@@ -126,11 +126,17 @@ pub(crate) fn deadline_in(after: Duration) -> Instant {
 
 /// True when the request cannot have reached a server: the connection to
 /// the endpoint could not be established (gRPC UNAVAILABLE from connecting).
+/// Never an answer of etcd itself: "etcdserver: request timed out, possibly
+/// due to connection lost" is UNAVAILABLE and says "connect", but comes
+/// after the request was proposed, and may yet be applied.
 fn unsent(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::TransportError(_) => true,
         etcd_client::Error::GRpcStatus(s) => {
-            i32::from(s.code()) == 14 && s.message().to_ascii_lowercase().contains("connect")
+            let m = s.message().to_ascii_lowercase();
+            i32::from(s.code()) == errors::UNAVAILABLE
+                && !m.starts_with("etcdserver:")
+                && m.contains("connect")
         }
         _ => false,
     }
@@ -263,6 +269,10 @@ impl Inner {
         let n = self.slots.len();
         let start = self.current.load(Ordering::Relaxed) % n;
         let mut last = None;
+        // The latest answer of a member that could not serve the request:
+        // it was sent, so it may have been applied, and it says more than
+        // a later silence or connect error elsewhere.
+        let mut refused_here = None;
         let mut resent = false;
         for k in 0..n {
             let i = (start + k) % n;
@@ -290,6 +300,7 @@ impl Inner {
                 }
                 // A member in the middle of an election, or cut off from
                 // the others: a safe request goes once to the next one.
+                // Its connection answered: it is kept.
                 Ok(Err(e))
                     if unavailable_here(&e) && resend == Resend::Elsewhere && !resent && n > 1 =>
                 {
@@ -297,10 +308,18 @@ impl Inner {
                     self.leave(i, after);
                     resent = true;
                     last = None;
+                    refused_here = Some(e);
                     deadline = deadline_in(after);
                 }
-                Ok(Err(e)) => return Err(self.failure(op, e)),
+                Ok(Err(e)) => {
+                    if unavailable_here(&e) {
+                        // Not sent again, but later requests move on.
+                        self.leave(i, after);
+                    }
+                    return Err(self.failure(op, e));
+                }
                 Err(_) => {
+                    self.slots[i].forget();
                     self.leave(i, after);
                     if resend == Resend::Elsewhere && !resent && n > 1 {
                         resent = true;
@@ -312,8 +331,9 @@ impl Inner {
                 }
             }
         }
-        Err(match last {
-            Some(e) if Instant::now() < deadline => self.failure(op, e),
+        Err(match (refused_here, last) {
+            (Some(e), _) => self.failure(op, e),
+            (None, Some(e)) if Instant::now() < deadline => self.failure(op, e),
             // The deadline passed with a request out (or still connecting):
             // it may have reached etcd.
             _ => Failure {
@@ -333,11 +353,11 @@ impl Inner {
         })
     }
 
-    /// Endpoint `i` did not answer within `after`: later requests start at
-    /// the next one (once, however many requests saw the silence at once),
-    /// and its connection is dropped, so its next use connects afresh.
+    /// Endpoint `i` did not answer within `after`, or answered that it
+    /// cannot serve: later requests start at the next one (once, however
+    /// many requests saw it at once). A silent one's connection is dropped
+    /// too ([`Slot::forget`], by the caller).
     fn leave(&self, i: usize, after: Duration) {
-        self.slots[i].forget();
         let next = (i + 1) % self.slots.len();
         if next != i
             && self
@@ -346,7 +366,7 @@ impl Inner {
                 .is_ok()
         {
             tracing::warn!(endpoint = %self.slots[i].url, next = %self.slots[next].url,
-                "dlock-etcd: no answer within {after:?}; moving to the next endpoint");
+                "dlock-etcd: no answer or no service within {after:?}; moving to the next endpoint");
         }
     }
 
@@ -498,4 +518,35 @@ fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions> {
         opts = opts.with_tls(crate::tls::options(config)?);
     }
     Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: tonic::Code, msg: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, msg))
+    }
+
+    #[test]
+    fn only_a_failed_connect_counts_as_unsent() {
+        use tonic::Code::{Unavailable, Unknown};
+        assert!(unsent(&status(Unavailable, "tcp connect error")));
+        assert!(unsent(&status(
+            Unavailable,
+            "error trying to connect: refused"
+        )));
+        // etcd's own answers came after the request reached it, whatever
+        // words they use: the request may have been applied.
+        assert!(!unsent(&status(
+            Unavailable,
+            "etcdserver: request timed out, possibly due to connection lost"
+        )));
+        assert!(!unsent(&status(Unavailable, "etcdserver: leader changed")));
+        assert!(!unsent(&status(Unknown, "connect")));
+        assert!(unavailable_here(&status(
+            Unavailable,
+            "etcdserver: leader changed"
+        )));
+    }
 }

@@ -126,13 +126,20 @@ fn majority_reachable(client: &str, f: &Injected) -> bool {
     members_of(client).iter().any(|m| *m != hit_member)
 }
 
-/// Where an instant falls: the fault whose window holds it (from its start
-/// to [`ELECTION_SETTLE`] after it healed), if any.
-fn fault_at(faults: &[Injected], at_ns: u128) -> Option<&Injected> {
-    let settle = ELECTION_SETTLE.as_nanos();
+/// The fault whose window the span `[from_ns, to_ns]` overlaps, if any: a
+/// window runs from the fault's start to the later of [`ELECTION_SETTLE`]
+/// and `grace` after it healed, so an operation sent just before a fault,
+/// or while the grace after it still runs, belongs to it.
+fn fault_during(
+    faults: &[Injected],
+    grace: Duration,
+    from_ns: u128,
+    to_ns: u128,
+) -> Option<&Injected> {
+    let after = ELECTION_SETTLE.max(grace).as_nanos();
     faults
         .iter()
-        .find(|f| f.from_ns <= at_ns && at_ns < f.to_ns + settle)
+        .find(|f| f.from_ns <= to_ns && from_ns < f.to_ns + after)
 }
 
 /// Operations of one kind in one cell of the table.
@@ -212,7 +219,7 @@ impl Availability {
     ) -> Self {
         let mut a = Availability::default();
         let grace_ns = grace.as_nanos();
-        let key = |client: &str, at: u128| match fault_at(faults, at) {
+        let key = |client: &str, from: u128, to: u128| match fault_during(faults, grace, from, to) {
             None => (Condition::Healthy, client.to_string(), true, None),
             Some(f) => (
                 Condition::of(&f.fault).unwrap_or(Condition::ClientFault),
@@ -222,7 +229,7 @@ impl Availability {
             ),
         };
         for o in ops {
-            let (cond, client, reachable, fault) = key(&o.process, o.asked_ns);
+            let (cond, client, reachable, fault) = key(&o.process, o.asked_ns, o.answered_ns);
             a.cells
                 .entry((cond, client, reachable))
                 .or_default()
@@ -269,7 +276,10 @@ impl Availability {
             .iter()
             .filter(|h| h.end == End::Lost && h.coordinator_kept == Some(true))
         {
-            let (cond, client, reachable, _) = key(&h.process, h.end_ns);
+            // When it was lost: right after the last instant it was held
+            // (the worker asks every 100 ms; `end_ns` comes seconds later,
+            // after the questions to the coordinator).
+            let (cond, client, reachable, _) = key(&h.process, h.last_held_ns, h.last_held_ns);
             if reachable && judged(&client) {
                 a.kept_but_lost.push(format!(
                     "{} token {} ({client}, {}; keep-alive {}, extended {}, lost {:.1} s after it was granted)",

@@ -156,9 +156,9 @@ pub fn check(history: &History<'_>, accepted: &BTreeMap<String, Vec<u64>>) -> Vi
         }
     }
     for h in holds {
-        // Without keep-alive, validity counts from before the acquire (or
-        // the last extension) was sent, before `start_ns` (`extended_ns`),
-        // so it cannot reach that + lease.
+        // Without keep-alive, validity counts from before the acquire was
+        // sent (before `start_ns`), or from the last extension's send
+        // (just after `extended_ns`), so it cannot reach that + lease.
         let proof_ns = h.extended_ns.unwrap_or(h.start_ns).max(h.start_ns);
         if !h.keep_alive && h.last_held_ns > proof_ns + ms_ns(h.lease_ms) {
             v.add(

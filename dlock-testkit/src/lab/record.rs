@@ -71,8 +71,9 @@ pub struct HoldRecord {
     /// answer within a few seconds.
     #[serde(default)]
     pub coordinator_kept: Option<bool>,
-    /// After the last `extend()` that answered `Ok` (holds without
-    /// keep-alive extend once, explicitly): validity counts from before it.
+    /// Before the last `extend()` that answered `Ok` was made (holds
+    /// without keep-alive extend once, explicitly): validity counts from
+    /// no earlier than this.
     #[serde(default)]
     pub extended_ns: Option<u128>,
     /// Writes to the fenced resource during the hold.

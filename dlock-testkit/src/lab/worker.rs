@@ -396,7 +396,12 @@ impl Task {
         );
         match r {
             Ok(()) => {
-                rec.extended_ns = Some(mono_ns());
+                // Before the call: the guard counts the new validity from
+                // its own send, a moment later (the 1% + 2 ms it keeps in
+                // hand covers that moment). An answer arriving after the
+                // guard's validity ended must not revive it; counting from
+                // the answer would hide that.
+                rec.extended_ns = Some(asked_ns);
                 true
             }
             Err(Error::LockLost { .. }) => false,
