@@ -17,6 +17,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// long would also keep a dead holder's locks taken for as long.
 pub use dlock_core::url_options::MAX_TIMEOUT;
 
+/// The shortest `session_timeout` accepted. `zookeeper-client` must open the
+/// session within the requested timeout (its first-connect deadline is that
+/// timeout, whatever `connect_timeout` says), so a request of a few
+/// milliseconds fails on any loaded machine; the server would raise it to
+/// its `minSessionTimeout` (2 × `tickTime`) anyway.
+pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// The URL options this adapter understands.
 pub const KNOWN_OPTIONS: &[&str] = &["session_timeout", "connect_timeout", "request_timeout"];
 
@@ -26,7 +33,8 @@ pub const KNOWN_OPTIONS: &[&str] = &["session_timeout", "connect_timeout", "requ
 /// zk://[user:password@]host:port[,host:port...][/root/path][?option=value&...]
 /// ```
 ///
-/// Options: `session_timeout` (default 10s; the server clamps it to its
+/// Options: `session_timeout` (default 10s, at least
+/// [`MIN_SESSION_TIMEOUT`]; the server clamps it to its
 /// `[minSessionTimeout, maxSessionTimeout]`), `connect_timeout` (default 5s),
 /// `request_timeout` (default: the session timeout). Durations are written
 /// like `4s` or `250ms`, each at most [`MAX_TIMEOUT`] (1h).
@@ -136,6 +144,14 @@ impl ZkConfig {
             Err(Error::InvalidConfig(m)) => Err(Error::InvalidConfig(format!(
                 "{m}; a dead holder would block its locks that long"
             ))),
+            Ok(()) if self.session_timeout < MIN_SESSION_TIMEOUT => {
+                Err(Error::InvalidConfig(format!(
+                    "session_timeout must be at least {MIN_SESSION_TIMEOUT:?}, got {:?}: the \
+                     session must open within it, and ZooKeeper raises it to its \
+                     minSessionTimeout (2 × tickTime) anyway",
+                    self.session_timeout
+                )))
+            }
             r => r,
         }
     }
@@ -321,6 +337,7 @@ mod tests {
             ("zk://h:1/zookeeper/x", "reserved"),
             ("zk://h:1?session_timeout=soon", "not a duration"),
             ("zk://h:1?session_timeout=0s", "greater than zero"),
+            ("zk://h:1?session_timeout=10ms", "at least 100ms"),
             ("zk://h:1?session_timeout=61min", "at most 1h"),
             (
                 "zk://h:1?request_timeout=18446744073709551615s",

@@ -43,5 +43,5 @@ mod wait;
 pub use backend::{connect, connect_with, ZookeeperBackend};
 pub use config::{
     ZkConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ROOT, DEFAULT_SESSION_TIMEOUT, KNOWN_OPTIONS,
-    MAX_TIMEOUT,
+    MAX_TIMEOUT, MIN_SESSION_TIMEOUT,
 };
