@@ -1,7 +1,7 @@
 //! Taking a lock: one create of an ephemeral sequential node, pipelined with
 //! one multi-read of the queue and the at_least marker (one round trip).
 
-use crate::error::{op_error, outcome_unknown, KIND};
+use crate::error::{connection_broke, op_error, outcome_unknown, KIND};
 use crate::nodes::{blocked_for_ms, contenders, LockPaths, Marker, NodeData};
 use crate::session::{Session, Ticket};
 use dlock_core::BootInstant;
@@ -231,7 +231,13 @@ pub(crate) async fn fresh(session: &Arc<Session>, spec: &LockSpec) -> Result<Opt
     let opts = zk::CreateMode::EphemeralSequential.with_acls(session.acls());
     // Until settled, a node of ours may exist whose fate we do not know.
     let pending = session.pending_create(&paths.dir, &id);
-    for attempt in 0..3 {
+    // A broken connection (its member died, was cut off or paused) costs
+    // the session nothing: wait for the client to reconnect, remove the
+    // node the lost create may have made, and ask again — twice at most,
+    // and not after `retry_by`.
+    let retry_by = BootInstant::now() + session.request_timeout * 2;
+    let (mut missing_dir, mut broken) = (0, 0);
+    loop {
         let sent = BootInstant::now();
         // Both requests leave now, in this order; the server answers in order.
         let create = client.create(&prefix, &data, &opts);
@@ -240,8 +246,18 @@ pub(crate) async fn fresh(session: &Arc<Session>, spec: &LockSpec) -> Result<Opt
             timed(session, "acquire", futures::future::join(create, read)).await?;
         let (stat, seq) = match created {
             Ok(ok) => ok,
-            Err(zk::Error::NoNode) if attempt < 2 => {
+            Err(zk::Error::NoNode) if missing_dir < 2 => {
+                missing_dir += 1;
                 session.ensure_dir(&client, &paths, &spec.name).await?;
+                continue;
+            }
+            Err(e)
+                if connection_broke(&e)
+                    && broken < 2
+                    && session.reconnected(retry_by).await
+                    && session.delete_nodes_of_id(&paths.dir, &id).await =>
+            {
+                broken += 1;
                 continue;
             }
             Err(e) => {
@@ -289,11 +305,6 @@ pub(crate) async fn fresh(session: &Arc<Session>, spec: &LockSpec) -> Result<Opt
         pending.settle();
         return r;
     }
-    Err(Error::backend_msg(
-        KIND,
-        "acquire",
-        format!("the lock directory {} vanished while acquiring", paths.dir),
-    ))
 }
 
 /// Claims a parked waiting ticket: stamp it with our data (a write, which
@@ -318,6 +329,19 @@ pub(crate) async fn claim(
         // The ticket is gone (its session ended, or an operator removed it):
         // start over with a fresh node.
         Err(zk::Error::NoNode) | Err(zk::Error::BadVersion) => {
+            pending.settle();
+            return fresh(session, spec).await;
+        }
+        // The connection broke (the session lives on): once the client is
+        // back, give the ticket up (its version is unknown now) and start
+        // over with a fresh node, which retries the same way.
+        Err(e)
+            if connection_broke(&e)
+                && session
+                    .reconnected(BootInstant::now() + session.request_timeout)
+                    .await =>
+        {
+            session.delete_or_orphan(&ticket.path).await;
             pending.settle();
             return fresh(session, spec).await;
         }

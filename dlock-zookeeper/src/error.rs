@@ -53,6 +53,13 @@ pub(crate) fn outcome_unknown(e: &zk::Error) -> bool {
     )
 }
 
+/// True when the request failed because the connection to the member
+/// broke (or went silent): the session survives that, and the client
+/// reconnects within it, so the request may be asked again once it has.
+pub(crate) fn connection_broke(e: &zk::Error) -> bool {
+    matches!(e, zk::Error::ConnectionLoss | zk::Error::Custom(_))
+}
+
 /// The first error of a multi request, unwrapped, with the index of the failed operation.
 pub(crate) fn multi_error(e: zk::MultiWriteError) -> (Option<usize>, zk::Error) {
     match e {

@@ -1,7 +1,7 @@
 //! Extending and releasing a held lease.
 
 use crate::acquire::parse_handle;
-use crate::error::{multi_error, op_error};
+use crate::error::{connection_broke, multi_error, op_error};
 use crate::nodes::{LockPaths, Marker};
 use crate::session::{LeaseView, Session};
 use dlock_core::BootInstant;
@@ -66,32 +66,48 @@ pub(crate) async fn extend(
 ) -> Result<Lease> {
     let (session, path, view) = locate(current, lease)?;
     let client = session.client()?;
-    let sent = BootInstant::now();
-    let mut w = client.new_multi_writer();
-    w.add_check_version(&path, view.version)
-        .map_err(|e| op_error("extend", &path, e))?;
-    let r = tokio::time::timeout(session.request_timeout, w.commit())
-        .await
-        .map_err(|_| timeout_err("extend", &session))?;
-    match r.map_err(multi_error) {
-        Ok(_) => {
-            // A multi goes through the leader even when it only checks.
-            session.proved(sent);
-            let new = lease.extended(lock_for, sent);
-            if !session.extend_to(&path, &lease.id, new.valid_until) {
-                return Err(Error::lost(
-                    &lease.name,
-                    "lock_at_most_for passed while the extension was in flight",
-                ));
+    // Only a check, so asking again is harmless: once, when the connection
+    // broke and the client is back within the session.
+    let mut broken = false;
+    loop {
+        let sent = BootInstant::now();
+        let mut w = client.new_multi_writer();
+        w.add_check_version(&path, view.version)
+            .map_err(|e| op_error("extend", &path, e))?;
+        let r = tokio::time::timeout(session.request_timeout, w.commit())
+            .await
+            .map_err(|_| timeout_err("extend", &session))?;
+        return match r.map_err(multi_error) {
+            Ok(_) => {
+                // A multi goes through the leader even when it only checks.
+                session.proved(sent);
+                let new = lease.extended(lock_for, sent);
+                if !session.extend_to(&path, &lease.id, new.valid_until) {
+                    return Err(Error::lost(
+                        &lease.name,
+                        "lock_at_most_for passed while the extension was in flight",
+                    ));
+                }
+                Ok(new)
             }
-            Ok(new)
-        }
-        Err((_, zk::Error::NoNode | zk::Error::BadVersion)) => {
-            let why = "the lock node is gone: the session expired or an operator force-released it";
-            session.forget(&path, Some(why));
-            Err(Error::lost(&lease.name, why))
-        }
-        Err((_, e)) => Err(op_error("extend", &path, e)),
+            Err((_, zk::Error::NoNode | zk::Error::BadVersion)) => {
+                let why =
+                    "the lock node is gone: the session expired or an operator force-released it";
+                session.forget(&path, Some(why));
+                Err(Error::lost(&lease.name, why))
+            }
+            Err((_, e))
+                if connection_broke(&e)
+                    && !broken
+                    && session
+                        .reconnected(BootInstant::now() + session.request_timeout)
+                        .await =>
+            {
+                broken = true;
+                continue;
+            }
+            Err((_, e)) => Err(op_error("extend", &path, e)),
+        };
     }
 }
 

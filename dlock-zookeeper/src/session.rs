@@ -592,6 +592,38 @@ impl Session {
         }
     }
 
+    /// Deletes every node acquisition `id` may have created under `dir`
+    /// (a create whose answer was lost); true when none is left.
+    pub(crate) async fn delete_nodes_of_id(&self, dir: &str, id: &str) -> bool {
+        match self.client() {
+            Ok(c) => delete_nodes_of(&c, self.request_timeout, dir, id).await,
+            Err(_) => true, // the session is gone, and its ephemeral nodes with it
+        }
+    }
+
+    /// After a request failed because the connection broke: waits, until
+    /// `by`, for the client to reconnect within the same session (to this
+    /// member or another). True once connected again; false when the
+    /// session ended or `by` passed first.
+    pub(crate) async fn reconnected(&self, by: BootInstant) -> bool {
+        let Ok(client) = self.client() else {
+            return false;
+        };
+        let mut states = client.state_watcher();
+        let connected = async {
+            loop {
+                match states.peek_state() {
+                    zk::SessionState::SyncConnected => return true,
+                    zk::SessionState::Disconnected | zk::SessionState::ConnectedReadOnly => {}
+                    _ => return false, // expired, closed, auth failed: terminal
+                }
+                states.changed().await;
+            }
+        };
+        let left = by.saturating_duration_since(BootInstant::now());
+        matches!(tokio::time::timeout(left, connected).await, Ok(true))
+    }
+
     /// Guards a create of `n-<id>-` under `dir` until its node is settled.
     pub(crate) fn pending_create(&self, dir: &str, id: &str) -> Pending<'_> {
         Pending {
@@ -627,21 +659,7 @@ impl Session {
                     tokio::time::timeout(t, client.delete(p, None)).await,
                     Ok(Ok(())) | Ok(Err(zk::Error::NoNode))
                 ),
-                Orphan::Prefix { dir, id } => {
-                    match tokio::time::timeout(t, client.list_children(dir)).await {
-                        Ok(Ok(children)) => {
-                            let mut all = true;
-                            for c in contenders(&children).into_iter().filter(|c| &c.id == id) {
-                                let p = format!("{dir}/{}", c.name);
-                                let r = tokio::time::timeout(t, client.delete(&p, None)).await;
-                                all &= matches!(r, Ok(Ok(())) | Ok(Err(zk::Error::NoNode)));
-                            }
-                            all
-                        }
-                        Ok(Err(zk::Error::NoNode)) => true,
-                        _ => false,
-                    }
-                }
+                Orphan::Prefix { dir, id } => delete_nodes_of(&client, t, dir, id).await,
             };
             if !done {
                 keep.push(o);
@@ -698,6 +716,24 @@ impl Session {
             "create lock directory",
             format!("{} keeps disappearing while dlock creates it", paths.dir),
         ))
+    }
+}
+
+/// Deletes every contender node of acquisition `id` under `dir`, each
+/// request bounded by `t`; true when none is left (or `dir` is gone).
+async fn delete_nodes_of(client: &zk::Client, t: Duration, dir: &str, id: &str) -> bool {
+    match tokio::time::timeout(t, client.list_children(dir)).await {
+        Ok(Ok(children)) => {
+            let mut all = true;
+            for c in contenders(&children).into_iter().filter(|c| c.id == id) {
+                let p = format!("{dir}/{}", c.name);
+                let r = tokio::time::timeout(t, client.delete(&p, None)).await;
+                all &= matches!(r, Ok(Ok(())) | Ok(Err(zk::Error::NoNode)));
+            }
+            all
+        }
+        Ok(Err(zk::Error::NoNode)) => true,
+        _ => false,
     }
 }
 

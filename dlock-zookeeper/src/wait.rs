@@ -2,7 +2,7 @@
 //! predecessor (no herd), keeping the ticket's place for the next attempt.
 
 use crate::acquire::{read_queue, Verdict};
-use crate::error::{op_error, outcome_unknown};
+use crate::error::{connection_broke, op_error, outcome_unknown};
 use crate::nodes::{contenders, LockPaths, NodeData};
 use crate::session::{Session, Ticket};
 use dlock_core::BootInstant;
@@ -178,6 +178,7 @@ pub(crate) async fn wait_for_release(
         }
     };
     let mut guard = guard;
+    let mut broken = 0;
     loop {
         let ticket = guard.ticket()?.clone();
         if let Some(until) = ticket.blocked_until {
@@ -205,6 +206,11 @@ pub(crate) async fn wait_for_release(
                 match r {
                     Ok(Ok(k)) => k,
                     Ok(Err(zk::Error::NoNode)) => Vec::new(),
+                    Ok(Err(e))
+                        if reconnected_in_time(&session, &e, &mut broken, deadline).await =>
+                    {
+                        continue
+                    }
                     Ok(Err(e)) => return Err(op_error("wait", &paths.dir, e)),
                     Err(_) => {
                         return Err(Error::Timeout {
@@ -236,6 +242,9 @@ pub(crate) async fn wait_for_release(
         let watcher = match watched {
             Ok(Ok((None, _))) => continue,
             Ok(Ok((Some(_), w))) => w,
+            Ok(Err(e)) if reconnected_in_time(&session, &e, &mut broken, deadline).await => {
+                continue
+            }
             Ok(Err(e)) => return Err(op_error("wait: watch the predecessor", &pred, e)),
             Err(_) => {
                 return Err(Error::Timeout {
@@ -258,6 +267,24 @@ pub(crate) async fn wait_for_release(
             }
         }
     }
+}
+
+/// Whether a read of the wait failed because the connection broke and the
+/// client is back within the session (so the ticket, an ephemeral node of
+/// that session, still stands and the read can be asked again): at most
+/// twice per wait, and not past `deadline` or a request timeout.
+async fn reconnected_in_time(
+    session: &Session,
+    e: &zk::Error,
+    broken: &mut u32,
+    deadline: BootInstant,
+) -> bool {
+    if !connection_broke(e) || *broken >= 2 {
+        return false;
+    }
+    *broken += 1;
+    let by = deadline.min(BootInstant::now() + session.request_timeout);
+    session.reconnected(by).await
 }
 
 #[cfg(test)]

@@ -196,3 +196,58 @@ async fn is_held_is_false_on_resume_after_a_pause_past_the_session_timeout() {
     );
     g.release().await.unwrap();
 }
+
+/// An acquire whose connection breaks after its create reached the server
+/// but before the answer came back (its member died or was cut off) is
+/// asked again once the client has reconnected within the session: it
+/// takes the lock instead of failing, and the node the lost create made is
+/// gone (another owner gets the lock the moment it is released).
+#[tokio::test]
+async fn an_acquire_whose_answer_is_lost_is_asked_again_after_the_reconnect() {
+    let root = unique_root("lost-answer");
+    let proxy = dlock_testkit::Proxy::start(upstream()).await.unwrap();
+    let u = url_for(&proxy.addr().to_string(), None, &root, "");
+    let a = Locker::new(ZookeeperBackend::connect(&u).await.unwrap())
+        .with_owner("proxied")
+        .unwrap();
+    let other = direct(&root, "other").await;
+    for round in 0..3 {
+        let name = format!("lost-{round}");
+        // The lock's directory exists (so the lost create is applied).
+        take(&a, &name, Duration::from_secs(30), false)
+            .await
+            .release()
+            .await
+            .unwrap();
+        proxy.stall();
+        let (taken, ()) = tokio::join!(a.try_lock(name.as_str(), Duration::from_secs(30)), async {
+            // The create and the queue read reach the server; their
+            // answers are held, then dropped with the connection.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            proxy.reset();
+            proxy.resume();
+        });
+        let g = taken
+            .unwrap_or_else(|e| panic!("round {round}: the acquire failed: {e:#}"))
+            .unwrap_or_else(|| panic!("round {round}: {name} was free, yet not taken"));
+        assert!(
+            other
+                .try_lock(name.as_str(), Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_none(),
+            "round {round}: another owner got {name} while it was held"
+        );
+        let token = g.token();
+        g.release().await.unwrap();
+        let next = other
+            .try_lock(name.as_str(), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| {
+                panic!("round {round}: {name} stayed taken after release: the lost create's node is left")
+            });
+        assert!(next.token() > token);
+        next.release().await.unwrap();
+    }
+}
