@@ -16,6 +16,7 @@ mod guard;
 mod lease;
 mod locker;
 mod name;
+pub mod ready_pool;
 mod spec;
 pub mod url_options;
 mod validity;

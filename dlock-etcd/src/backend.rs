@@ -42,28 +42,6 @@ impl std::fmt::Debug for EtcdBackend {
 }
 
 impl Inner {
-    /// Grants a lease of exactly `ttl` seconds, or explains why not. Sent
-    /// again elsewhere when unanswered: a lease granted twice leaves one
-    /// lease with no key, which expires by itself.
-    async fn grant(self: &Arc<Self>, op: &'static str, ttl: i64) -> Result<i64> {
-        let resp = self
-            .call_repeatable(op, |mut c| async move { c.lease_grant(ttl, None).await })
-            .await?;
-        if resp.ttl() != ttl {
-            self.spawn_revoke(resp.id());
-            return Err(Error::unsupported(
-                KIND,
-                format!(
-                    "etcd granted a {}s lease when {ttl}s was asked (its minimum TTL is tied to the \
-                     election timeout); use a lease of at least {}s",
-                    resp.ttl(),
-                    resp.ttl().max(self.min_ttl)
-                ),
-            ));
-        }
-        Ok(resp.id())
-    }
-
     async fn txn(&self, op: &'static str, txn: Txn) -> Result<TxnResponse> {
         self.try_txn(op, txn).await.map_err(Error::from)
     }
@@ -285,7 +263,9 @@ impl LockBackend for EtcdBackend {
         let key = inner.key(&spec.name);
         let id = new_acquisition_id();
         let sent = BootInstant::now();
-        let lease_id = inner.grant("acquire (lease grant)", ttl).await?;
+        // Usually granted ahead (lease_pool.rs): then this is one round trip.
+        let ready = inner.lease_for_acquire(ttl).await?;
+        let lease_id = ready.lease;
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
@@ -297,13 +277,13 @@ impl LockBackend for EtcdBackend {
         // Safe to send twice: should an unanswered first copy have applied,
         // the second finds the key holding this acquisition's id on this
         // lease, and that is the grant (`own_grant`), not "held".
-        let resp = match inner
-            .try_call_repeatable("acquire", |mut c| {
+        let (answer, sent_twice) = inner
+            .try_call_repeatable_once("acquire", |mut c| {
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
             })
-            .await
-        {
+            .await;
+        let resp = match answer {
             Ok(r) => r,
             Err(f) => {
                 // If the transaction did apply, revoking frees the lock at once.
@@ -315,7 +295,12 @@ impl LockBackend for EtcdBackend {
         let rev = match own_grant(&resp, &id, &spec.owner, lease_id) {
             Some(created) => created,
             None if !resp.succeeded() => {
-                inner.spawn_revoke(lease_id);
+                if sent_twice {
+                    // The first copy may still put the key on this lease.
+                    inner.spawn_revoke(lease_id);
+                } else {
+                    inner.give_back(ttl, ready);
+                }
                 inner.remember_seen(&key, header_revision(&resp)?);
                 return Ok(None);
             }
@@ -324,14 +309,13 @@ impl LockBackend for EtcdBackend {
         let handle = Handle {
             lease_id,
             acquired_by: answered.saturating_duration_since(sent),
+            sent_twice,
         };
-        Ok(Some(Lease::granted(
-            spec,
-            id,
-            token_of(rev)?,
-            sent,
-            handle.encode(),
-        )))
+        let mut lease = Lease::granted(spec, id, token_of(rev)?, sent, handle.encode());
+        // etcd's TTL has run since the lease was granted, which for a lease
+        // granted ahead was before `sent`.
+        lease.valid_until = lease.valid_until.min(ready.valid_until(spec.at_most));
+        Ok(Some(lease))
     }
 
     async fn extend(&self, lease: &Lease, lock_for: Duration) -> Result<Lease> {
@@ -454,7 +438,13 @@ impl LockBackend for EtcdBackend {
             if !resp.succeeded() {
                 return Err(lost());
             }
-            inner.spawn_revoke(h.lease_id);
+            if h.sent_twice {
+                inner.spawn_revoke(h.lease_id);
+            } else {
+                // The key is gone from that lease, and no copy of the
+                // acquire can put it back: the next acquire may use it.
+                inner.recycle(lease, h.lease_id);
+            }
             return Ok(());
         }
         // lock_at_least_for still running: the key must outlive this process

@@ -80,6 +80,8 @@ pub(crate) struct Inner {
     /// waiter watches from exactly there (no missed delete, no extra read).
     pub(crate) seen: Mutex<HashMap<String, i64>>,
     requests: AtomicU64,
+    /// Leases granted ahead of acquires.
+    pub(crate) pool: dlock_core::ready_pool::ReadyPool<i64>,
 }
 
 /// A failed request: the dlock error, what kind of etcd trouble it was, and
@@ -182,6 +184,7 @@ impl Inner {
             min_ttl: 1,
             seen: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
+            pool: Default::default(),
         }
     }
 
@@ -252,12 +255,55 @@ impl Inner {
             .await
     }
 
+    /// Like [`Inner::try_call_repeatable`], also saying whether the request
+    /// was sent more than once (then an earlier copy may still apply after
+    /// this answer).
+    pub(crate) async fn try_call_repeatable_once<T, F, Fut>(
+        &self,
+        op: &'static str,
+        f: F,
+    ) -> (std::result::Result<T, Failure>, bool)
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let resent = std::sync::atomic::AtomicBool::new(false);
+        let r = self
+            .attempts(
+                op,
+                self.config.request_timeout,
+                Resend::Elsewhere,
+                &resent,
+                f,
+            )
+            .await;
+        (r, resent.load(Ordering::Relaxed))
+    }
+
     /// Like [`Inner::try_call`] with an explicit deadline for each attempt.
     pub(crate) async fn try_call_within<T, F, Fut>(
         &self,
         op: &'static str,
         after: Duration,
         resend: Resend,
+        f: F,
+    ) -> std::result::Result<T, Failure>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let resent = std::sync::atomic::AtomicBool::new(false);
+        self.attempts(op, after, resend, &resent, f).await
+    }
+
+    /// [`Inner::try_call_within`], setting `sent_again` when the request
+    /// went out a second time.
+    async fn attempts<T, F, Fut>(
+        &self,
+        op: &'static str,
+        after: Duration,
+        resend: Resend,
+        sent_again: &std::sync::atomic::AtomicBool,
         f: F,
     ) -> std::result::Result<T, Failure>
     where
@@ -307,6 +353,7 @@ impl Inner {
                     tracing::debug!(endpoint = %self.slots[i].url, error = %e, "dlock-etcd: member unavailable");
                     self.leave(i, after);
                     resent = true;
+                    sent_again.store(true, Ordering::Relaxed);
                     last = None;
                     refused_here = Some(e);
                     deadline = deadline_in(after);
@@ -323,6 +370,7 @@ impl Inner {
                     self.leave(i, after);
                     if resend == Resend::Elsewhere && !resent && n > 1 {
                         resent = true;
+                        sent_again.store(true, Ordering::Relaxed);
                         last = None;
                         deadline = deadline_in(after);
                         continue;

@@ -6,7 +6,8 @@ use dlock_core::BootInstant;
 use dlock_core::{Error, Lease, Result};
 use std::time::Duration;
 
-/// Parsed `Lease::handle`: `"<etcd lease id, hex>/<µs from acquired_at to the txn answer>"`.
+/// Parsed `Lease::handle`: `"<etcd lease id, hex>/<µs from acquired_at to
+/// the txn answer>"`, then `"/2"` when the acquire was sent twice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Handle {
     /// The etcd lease the lock key is attached to now.
@@ -15,11 +16,20 @@ pub(crate) struct Handle {
     /// the moment the acquiring transaction's answer arrived: the lock was
     /// taken no later than `acquired_at + acquired_by`.
     pub acquired_by: Duration,
+    /// The acquiring transaction went out twice: a late first copy may
+    /// still put the key back on the lease after a release deleted it, so
+    /// that lease is never reused for another acquire (lease_pool.rs).
+    pub sent_twice: bool,
 }
 
 impl Handle {
     pub(crate) fn encode(&self) -> String {
-        format!("{:x}/{}", self.lease_id, self.acquired_by.as_micros())
+        let twice = if self.sent_twice { "/2" } else { "" };
+        format!(
+            "{:x}/{}{twice}",
+            self.lease_id,
+            self.acquired_by.as_micros()
+        )
     }
 
     pub(crate) fn of(lease: &Lease) -> Result<Self> {
@@ -30,13 +40,19 @@ impl Handle {
                 lease.handle
             ))
         };
-        let (id, by) = lease.handle.split_once('/').ok_or_else(bad)?;
+        let (id, rest) = lease.handle.split_once('/').ok_or_else(bad)?;
+        let (by, sent_twice) = match rest.split_once('/') {
+            Some((by, "2")) => (by, true),
+            Some(_) => return Err(bad()),
+            None => (rest, false),
+        };
         let lease_id = u64::from_str_radix(id, 16).map_err(|_| bad())?;
         let lease_id = i64::try_from(lease_id).map_err(|_| bad())?;
         let by: u64 = by.parse().map_err(|_| bad())?;
         Ok(Handle {
             lease_id,
             acquired_by: Duration::from_micros(by),
+            sent_twice,
         })
     }
 
@@ -83,12 +99,23 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let h = Handle {
-            lease_id: 0x7fff_0000_1234_abcd,
-            acquired_by: Duration::from_micros(1234),
-        };
-        assert_eq!(Handle::of(&lease(&h.encode())).unwrap(), h);
-        for bad in ["", "zz/1", "1", "1/x", "ffffffffffffffff/1"] {
+        for sent_twice in [false, true] {
+            let h = Handle {
+                lease_id: 0x7fff_0000_1234_abcd,
+                acquired_by: Duration::from_micros(1234),
+                sent_twice,
+            };
+            assert_eq!(Handle::of(&lease(&h.encode())).unwrap(), h);
+        }
+        for bad in [
+            "",
+            "zz/1",
+            "1",
+            "1/x",
+            "ffffffffffffffff/1",
+            "1/1/1",
+            "1/1/",
+        ] {
             assert!(Handle::of(&lease(bad)).is_err(), "{bad}");
         }
     }

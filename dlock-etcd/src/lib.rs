@@ -1,8 +1,10 @@
 //! dlock adapter for etcd v3.
 //!
-//! - **Acquire**: a lease granted by etcd (TTL = `lock_at_most_for`, whole
-//!   seconds, timed by the leader) and one transaction
-//!   "key absent → put key on the lease, else read it": two round trips.
+//! - **Acquire**: one transaction "key absent → put key on the lease, else
+//!   read it", on a lease granted by etcd (TTL = `lock_at_most_for`, whole
+//!   seconds, timed by the leader) that carries no key: usually one a
+//!   release or a busy acquire left, or one granted ahead, so one round
+//!   trip; else a LeaseGrant first (lease_pool.rs).
 //!   The key's value is `<acquisition id>:<owner>`; the fencing token is the
 //!   key's create revision, which grows across owners, expiries and restarts.
 //! - **Extend**: a keep-alive of the lease (same length) checked against the
@@ -40,6 +42,7 @@ mod client;
 mod config;
 mod errors;
 mod handle;
+mod lease_pool;
 mod tls;
 mod waiting;
 

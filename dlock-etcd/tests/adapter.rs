@@ -296,18 +296,84 @@ async fn wait_is_bounded_by_max_wait() {
     b.release(&l).await.unwrap();
 }
 
+/// An acquire soon after a release takes one round trip: it reuses the
+/// released lease (lease_pool.rs). Its local validity counts from that
+/// lease's last proof, not from the acquire: etcd's TTL ran since then.
 #[tokio::test]
-async fn acquire_is_two_round_trips() {
+async fn an_acquire_after_a_release_takes_one_round_trip_and_counts_validity_from_the_grant() {
     let (url, _) = fresh_url();
     let b = EtcdBackend::connect(&url).await.unwrap();
+    let s = spec("x", 10);
     let n0 = b.requests_sent();
-    let l = b.try_acquire(&spec("x", 5)).await.unwrap().unwrap();
-    assert_eq!(b.requests_sent() - n0, 2, "lease grant + txn");
-    let n1 = b.requests_sent();
+    let l = b.try_acquire(&s).await.unwrap().unwrap();
+    assert_eq!(
+        b.requests_sent() - n0,
+        2,
+        "first acquire: lease grant + txn"
+    );
     b.release(&l).await.unwrap();
-    // One guarded txn on the caller's path; the lease revoke runs behind it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(b.requests_sent() - n1 <= 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n1 = b.requests_sent();
+    let sent = dlock_core::BootInstant::now();
+    let l = b.try_acquire(&s).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        b.requests_sent() - n1,
+        1,
+        "the released lease reused: one txn, nothing in the background"
+    );
+    // The lease is >= 500 ms old: the guard may not count those 500 ms again.
+    let full = dlock_core::local_valid_until(sent, s.at_most);
+    assert!(
+        l.valid_until + Duration::from_millis(450) <= full,
+        "validity counted from the acquire ({:?} short of a full lease), not from the \
+         lease's grant 500 ms earlier",
+        full.saturating_duration_since(l.valid_until)
+    );
+    // The released key is gone and a new acquisition holds the lock.
+    let seen = b.inspect(&l.name).await.unwrap().unwrap();
+    assert_eq!(seen.id.as_deref(), Some(l.id.as_str()));
+    b.release(&l).await.unwrap();
+    // A lease older than a tenth of its TTL (at most 1 s) is not used: the
+    // acquire grants its own, with a full validity.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let sent = dlock_core::BootInstant::now();
+    let l = b.try_acquire(&s).await.unwrap().unwrap();
+    let full = dlock_core::local_valid_until(sent, s.at_most);
+    assert!(
+        l.valid_until + Duration::from_millis(100) >= full,
+        "a stale lease was used: {:?} of validity lost",
+        full.saturating_duration_since(l.valid_until)
+    );
+    b.release(&l).await.unwrap();
+}
+
+/// A lease that came back from a "held" answer carries no key: the next
+/// acquire of the freed lock may use it, and only one key ever sits on it.
+#[tokio::test]
+async fn a_lease_back_from_a_busy_acquire_carries_one_lock_only() {
+    let (url, _) = fresh_url();
+    let a = EtcdBackend::connect(&url).await.unwrap();
+    let b = EtcdBackend::connect(&url).await.unwrap();
+    let held = a.try_acquire(&spec("y", 10)).await.unwrap().unwrap();
+    // b's tries, close together, find the lock held and hand their leases back.
+    for _ in 0..3 {
+        assert!(b.try_acquire(&spec("y", 10)).await.unwrap().is_none());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mine = b.try_acquire(&spec("z", 10)).await.unwrap().unwrap();
+    let other = b.try_acquire(&spec("w", 10)).await.unwrap().unwrap();
+    let lease_of = |l: &dlock_core::Lease| l.handle.split('/').next().unwrap().to_string();
+    assert_ne!(
+        lease_of(&mine),
+        lease_of(&other),
+        "two locks on one etcd lease"
+    );
+    assert_ne!(lease_of(&mine), lease_of(&held));
+    for l in [&mine, &other] {
+        b.release(l).await.unwrap();
+    }
+    a.release(&held).await.unwrap();
 }
 
 #[tokio::test]

@@ -28,6 +28,11 @@ fn spec(name: &str, owner: &str) -> LockSpec {
 /// then etcd directly (warmed up on the proxy), and a second backend
 /// straight to etcd (the judge).
 async fn two_endpoints() -> (Proxy, EtcdBackend, EtcdBackend) {
+    two_endpoints_within("1s").await
+}
+
+/// [`two_endpoints`] with `request_timeout` set to `timeout`.
+async fn two_endpoints_within(timeout: &str) -> (Proxy, EtcdBackend, EtcdBackend) {
     let base = base_url();
     let direct = base
         .trim_start_matches("etcd://")
@@ -35,7 +40,10 @@ async fn two_endpoints() -> (Proxy, EtcdBackend, EtcdBackend) {
         .to_string();
     let ns = format!("failover{}", dlock_testkit::namespace_id());
     let proxy = Proxy::start(direct.clone()).await.unwrap();
-    let url = format!("etcd://{},{direct}/{ns}?request_timeout=1s", proxy.addr());
+    let url = format!(
+        "etcd://{},{direct}/{ns}?request_timeout={timeout}",
+        proxy.addr()
+    );
     let a = EtcdBackend::connect(&url).await.unwrap();
     let judge = EtcdBackend::connect(&format!("{base}/{ns}")).await.unwrap();
     // Warm: the first endpoint is the one in use.
@@ -100,10 +108,10 @@ async fn an_endpoint_that_stops_answering_is_left_for_the_next() {
 #[tokio::test]
 async fn an_acquire_sent_again_elsewhere_recognizes_its_own_grant() {
     let (proxy, a, judge) = two_endpoints().await;
-    // The lease grant (request 1) is answered; the transaction (request 2)
+    // The transaction (request 1, on the lease the warm-up released)
     // applies at etcd, its answer is held: the acquire is sent again to the
     // second endpoint, and finds its own key there.
-    proxy.stall_after_requests(2);
+    proxy.stall_after_requests(1);
     let l = a
         .try_acquire(&spec("x", "owner-a"))
         .await
@@ -124,6 +132,9 @@ async fn an_acquire_sent_again_elsewhere_recognizes_its_own_grant() {
         .await
         .unwrap()
         .is_none());
+    // A keep-alive first: the lease is freshly proven at release, so only
+    // the acquire having been sent twice keeps it from being reused.
+    let l = a.extend(&l, l.at_most).await.unwrap();
     a.release(&l).await.unwrap();
     let b = judge
         .try_acquire(&spec("x", "owner-b"))
@@ -132,4 +143,64 @@ async fn an_acquire_sent_again_elsewhere_recognizes_its_own_grant() {
         .expect("released lock still held");
     assert!(b.token > l.token);
     judge.release(&b).await.unwrap();
+    // The stalled first copy may still put the key back on that lease, so
+    // the release revoked it instead of keeping it for the next acquire.
+    let id = i64::from_str_radix(l.handle.split('/').next().unwrap(), 16).unwrap();
+    let mut c = judge.client().await.unwrap();
+    let mut ttl = 0;
+    for _ in 0..50 {
+        ttl = c.lease_time_to_live(id, None).await.unwrap().ttl();
+        if ttl < 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        ttl, -1,
+        "the lease of an acquire sent twice outlived its release"
+    );
+}
+
+#[tokio::test]
+async fn a_held_answer_to_an_acquire_sent_twice_never_returns_its_lease_for_reuse() {
+    // A short deadline: the lease the warm-up released is still fresh
+    // enough to reuse when the second copy's answer comes.
+    let (proxy, a, judge) = two_endpoints_within("300ms").await;
+    let spec10 = |name: &str, owner: &str| {
+        LockSpec::new(LockName::new(name).unwrap(), owner, Duration::from_secs(10)).unwrap()
+    };
+    let held = judge
+        .try_acquire(&spec10("x", "owner-b"))
+        .await
+        .unwrap()
+        .unwrap();
+    let l = a
+        .try_acquire(&spec10("warm10", "owner-a"))
+        .await
+        .unwrap()
+        .unwrap();
+    a.release(&l).await.unwrap();
+    // The transaction on that released lease reaches etcd and is answered
+    // "held", but the answer is held back: it is sent again elsewhere and
+    // answered "held" there. The first copy could still be on its way, so
+    // the lease must not come back into the pool.
+    proxy.stall_after_requests(1);
+    assert!(a
+        .try_acquire(&spec10("x", "owner-a"))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(proxy.is_stalled(), "the stall never started");
+    let n = a.requests_sent();
+    let y = a
+        .try_acquire(&spec10("y", "owner-a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        a.requests_sent() - n >= 2,
+        "the next acquire reused the lease of an acquire sent twice (one txn, no grant)"
+    );
+    a.release(&y).await.unwrap();
+    judge.release(&held).await.unwrap();
 }
