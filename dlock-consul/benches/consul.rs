@@ -69,23 +69,18 @@ async fn main() {
     let name = LockName::new("bench/lock").unwrap();
     let spec = LockSpec::new(name, "bench", lease).unwrap();
     let b = backend.clone();
-    let pair = sample(
-        "try_acquire + release (2 + 1 round trips)",
-        warmup,
-        n,
-        |_| {
-            let b = b.clone();
-            let spec = spec.clone();
-            async move {
-                let lease = b
-                    .try_acquire(&spec)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or("held")?;
-                b.release(&lease).await.map_err(|e| e.to_string())
-            }
-        },
-    )
+    let pair = sample("try_acquire + release", warmup, n, |_| {
+        let b = b.clone();
+        let spec = spec.clone();
+        async move {
+            let lease = b
+                .try_acquire(&spec)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("held")?;
+            b.release(&lease).await.map_err(|e| e.to_string())
+        }
+    })
     .await
     .expect("acquire+release");
 
@@ -148,7 +143,12 @@ async fn main() {
                 "Consul ({}), {n} iterations after {warmup} warm-up",
                 config.target()
             ),
-            &[raw, pair, acquire, release, guard_pair]
+            &[raw.clone(), pair, acquire, release, guard_pair]
         )
     );
+    dlock_testkit::bench::compare("consul", "reqwest KV PUT", &raw, || {
+        ConsulBackend::connect(&url)
+    })
+    .await
+    .unwrap();
 }

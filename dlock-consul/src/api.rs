@@ -227,10 +227,15 @@ impl Http {
         ttl: Duration,
     ) -> Result<PendingSession> {
         let id = self.create_session(name, ttl).await?;
-        Ok(PendingSession {
+        Ok(self.pending(id))
+    }
+
+    /// `id` (a session made earlier, holding no key) as a pending session.
+    pub fn pending(&self, id: String) -> PendingSession {
+        PendingSession {
             http: self.clone(),
             id: Some(id),
-        })
+        }
     }
 
     /// `PUT /v1/txn`: runs `ops` atomically.

@@ -6,6 +6,7 @@ use crate::config::ConsulConfig;
 use crate::http::Http;
 use crate::record::{Handle, Holder};
 use crate::KIND;
+use dlock_core::ready_pool::ReadyPool;
 use dlock_core::{
     async_trait, new_acquisition_id, Capabilities, Error, FencingToken, Lease, LockBackend,
     LockInfo, LockName, LockSpec, Result,
@@ -22,16 +23,19 @@ pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Locks on Consul: one session per acquisition, one `/v1/txn` KV `lock` of
 /// `<prefix>/<encoded name>`, blocking queries for waiters.
 ///
-/// * **Acquire** (2 round trips): create a session with `TTL = lock_at_most_for`,
-///   `LockDelay = 0`, `Behavior = delete` and no health checks, then one
-///   transaction that locks the key with that session. The transaction's
-///   result carries the key's `ModifyIndex`: the raft index of this very
-///   write, which is the fencing token.
+/// * **Acquire** (1 round trip): one transaction that locks the key with a
+///   session holding no key, made earlier with `TTL = lock_at_most_for`,
+///   `LockDelay = 0`, `Behavior = delete` and no health checks: the one a
+///   release or a busy acquire left, or one made ahead (session_pool.rs);
+///   when none is fresh, the acquire creates it first (2 round trips). The
+///   transaction's result carries the key's `ModifyIndex`: the raft index
+///   of this very write, which is the fencing token.
 /// * **Extend** (1 round-trip time, 2 requests in parallel): renew the session
 ///   and read the key (consistent) to prove it is still held by it. A
 ///   different lease length moves the key to a new session in one transaction.
-/// * **Release** (1 round trip, plus a background session destroy): one
-///   transaction `check-session` + `delete`. With time left of
+/// * **Release** (1 round trip): one transaction `check-session` + `delete`;
+///   the session, now holding nothing, waits for the next acquire (or is
+///   destroyed in the background when it cannot be reused). With time left of
 ///   `lock_at_least_for`, the key moves instead to a new session whose TTL
 ///   covers the rest and which nobody renews.
 ///
@@ -40,6 +44,8 @@ pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 pub struct ConsulBackend {
     pub(crate) config: std::sync::Arc<ConsulConfig>,
     pub(crate) http: Http,
+    /// Sessions holding no key, made ahead of acquires (session_pool.rs).
+    pub(crate) sessions: std::sync::Arc<ReadyPool<String>>,
 }
 
 impl std::fmt::Debug for ConsulBackend {
@@ -94,6 +100,7 @@ impl ConsulBackend {
         Ok(ConsulBackend {
             config: std::sync::Arc::new(config),
             http,
+            sessions: Default::default(),
         })
     }
 
@@ -107,7 +114,7 @@ impl ConsulBackend {
         format!("{}/{}", self.config.prefix, name.path_segment())
     }
 
-    fn session_name(owner: &str) -> String {
+    pub(crate) fn session_name(owner: &str) -> String {
         let mut s = format!("dlock {owner}");
         if s.len() > 128 {
             let mut cut = 128;
@@ -286,14 +293,11 @@ impl LockBackend for ConsulBackend {
         let key = self.key_for(&spec.name);
         let id = new_acquisition_id();
         let value = Holder::new(&spec.name, &spec.owner, &id, None).to_base64()?;
-        // The session's TTL starts when Consul creates it, after this instant.
         let sent = BootInstant::now();
+        // Usually made ahead (session_pool.rs): then this is one round trip.
         // Until it is handed out with a lease, every way out of this function
-        // (errors, a held lock, cancellation) destroys the session.
-        let session = self
-            .http
-            .create_pending_session(&Self::session_name(&spec.owner), spec.at_most)
-            .await?;
+        // (errors, cancellation) destroys the session.
+        let (session, proven_at) = self.session_for_acquire(spec).await?;
         let outcome = self
             .http
             .txn(OP, &[kv_op("lock", &key, Some(session.id()), Some(&value))])
@@ -309,8 +313,8 @@ impl LockBackend for ConsulBackend {
                         "Consul's lock transaction returned no ModifyIndex; the lock was given back",
                     ));
                 };
-                tracing::debug!(backend = KIND, lock = %spec.name, token, "acquired in 2 round trips");
-                Ok(Some(Lease::granted(
+                tracing::debug!(backend = KIND, lock = %spec.name, token, "acquired");
+                let mut lease = Lease::granted(
                     spec,
                     id.clone(),
                     FencingToken(token),
@@ -321,10 +325,17 @@ impl LockBackend for ConsulBackend {
                         id,
                     }
                     .encode(),
-                )))
+                );
+                // The session's TTL has run since it was made (or renewed).
+                lease.valid_until = lease
+                    .valid_until
+                    .min(dlock_core::local_valid_until(proven_at, spec.at_most));
+                Ok(Some(lease))
             }
             TxnOutcome::RolledBack(errors) => {
                 if errors.iter().any(|e| e.what.contains("already held")) {
+                    // The lock went to another session: this one holds nothing.
+                    self.give_back_session(spec.at_most, session, proven_at);
                     Ok(None)
                 } else {
                     Err(txn_refused(OP, &errors))
@@ -400,8 +411,14 @@ impl LockBackend for ConsulBackend {
                 kv_op("delete", &key, None, None),
             ];
             let outcome = self.http.txn("release", &ops).await;
-            // Whatever the answer, ending the session frees the key if it
-            // still holds it (Behavior = delete).
+            if let Ok(TxnOutcome::Committed(_)) = outcome {
+                // The key is gone and the session holds nothing: the next
+                // acquire may use it.
+                self.recycle_session(lease, handle.session);
+                return Ok(());
+            }
+            // Whatever else the answer, ending the session frees the key if
+            // it still holds it (Behavior = delete).
             self.http.destroy_session_later(handle.session);
             return match outcome? {
                 TxnOutcome::Committed(_) => Ok(()),

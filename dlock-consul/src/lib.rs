@@ -70,6 +70,7 @@ mod backend;
 mod config;
 mod http;
 mod record;
+mod session_pool;
 mod waiting;
 
 pub use backend::{ConsulBackend, MAX_TTL, MIN_TTL};

@@ -191,12 +191,26 @@ async fn cancelled_acquires_leave_nothing_behind() {
     let (url, _) = consul_url();
     let b = ConsulBackend::connect(&url).await.unwrap();
     let s = spec("cancelled", Duration::from_secs(60));
+    // Each cut is a fraction (0 to 1.2) of how long acquires take right
+    // now, so most land inside one however fast the agent answers (fixed
+    // cuts stopped cancelling once acquires got faster). `typical` follows
+    // the completed acquires: one after a cancel makes its session inline
+    // and is slower than one that finds a ready session.
+    let mut typical = Duration::ZERO;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let lease = b.try_acquire(&s).await.unwrap().unwrap();
+        typical = typical.max(t0.elapsed());
+        b.release(&lease).await.unwrap();
+    }
     let mut cancelled = 0;
-    for i in 0..60u64 {
-        let cut = Duration::from_micros(100 + i * 97);
+    for i in 0..60u32 {
+        let cut = typical * (i % 20) / 16;
+        let t0 = Instant::now();
         match tokio::time::timeout(cut, b.try_acquire(&s)).await {
             Err(_) => cancelled += 1,
             Ok(r) => {
+                typical = (typical + t0.elapsed()) / 2;
                 if let Some(lease) = r.unwrap() {
                     b.release(&lease).await.unwrap();
                 }
