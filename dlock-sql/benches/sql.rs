@@ -42,7 +42,14 @@ fn us(d: Duration) -> f64 {
 }
 
 /// One backend: `raw` runs the baseline UPDATE on the backend's own pool.
-async fn run<F, Fut>(title: &str, backend: Arc<dyn LockBackend>, iters: usize, raw: F) -> String
+/// Returns the table and the baseline's samples (the floor of
+/// scripts/bench.sh's table).
+async fn run<F, Fut>(
+    title: &str,
+    backend: Arc<dyn LockBackend>,
+    iters: usize,
+    raw: F,
+) -> (String, dlock_testkit::bench::Samples)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -110,7 +117,20 @@ where
         "\nacquire p50 / raw UPDATE p50 = {ratio:.2} (target <= 1.20: {})\n",
         if ratio <= 1.2 { "met" } else { "NOT met" }
     ));
-    s
+    let floor = dlock_testkit::bench::Samples::new(cols[0].label, cols[0].v.clone());
+    (s, floor)
+}
+
+/// scripts/bench.sh's rows for one SQL backend.
+async fn compare<B, F, Fut>(backend: &str, floor: &dlock_testkit::bench::Samples, connect: F)
+where
+    B: LockBackend + 'static,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = dlock_core::Result<B>>,
+{
+    dlock_testkit::bench::compare(backend, "sqlx UPDATE", floor, connect)
+        .await
+        .unwrap();
 }
 
 fn table_name() -> String {
@@ -122,9 +142,10 @@ fn with_query(url: &str, q: &str) -> String {
     format!("{url}{sep}{q}")
 }
 
-async fn postgres(iters: usize) -> String {
+async fn postgres(iters: usize) {
     let Ok(url) = std::env::var("DLOCK_TEST_POSTGRES_URL") else {
-        return "\n(postgres skipped: DLOCK_TEST_POSTGRES_URL is not set)\n".into();
+        println!("\n(postgres skipped: DLOCK_TEST_POSTGRES_URL is not set)");
+        return;
     };
     let t = table_name();
     let b = Arc::new(
@@ -145,11 +166,17 @@ async fn postgres(iters: usize) -> String {
         .await
         .unwrap();
     let upd = format!("UPDATE {raw_t} SET v = v + 1 WHERE id = $1");
-    let out = run("PostgreSQL", b.clone(), iters, || {
+    let (out, floor) = run("PostgreSQL", b.clone(), iters, || {
         let (pool, upd) = (pool.clone(), upd.clone());
         async move {
             sqlx::query(&upd).bind(1).execute(&pool).await.unwrap();
         }
+    })
+    .await;
+    print!("{out}");
+    let lock_url = with_query(&url, &format!("table={t}"));
+    compare("postgres", &floor, || {
+        dlock_sql::PostgresBackend::connect(&lock_url)
     })
     .await;
     for table in [&raw_t, &t] {
@@ -158,12 +185,12 @@ async fn postgres(iters: usize) -> String {
             .await
             .unwrap();
     }
-    out
 }
 
-async fn mysql(iters: usize) -> String {
+async fn mysql(iters: usize) {
     let Ok(url) = std::env::var("DLOCK_TEST_MYSQL_URL") else {
-        return "\n(mysql skipped: DLOCK_TEST_MYSQL_URL is not set)\n".into();
+        println!("\n(mysql skipped: DLOCK_TEST_MYSQL_URL is not set)");
+        return;
     };
     let t = table_name();
     let b = Arc::new(
@@ -184,11 +211,17 @@ async fn mysql(iters: usize) -> String {
         .await
         .unwrap();
     let upd = format!("UPDATE {raw_t} SET v = v + 1 WHERE id = ?");
-    let out = run("MySQL/MariaDB", b.clone(), iters, || {
+    let (out, floor) = run("MySQL/MariaDB", b.clone(), iters, || {
         let (pool, upd) = (pool.clone(), upd.clone());
         async move {
             sqlx::query(&upd).bind(1).execute(&pool).await.unwrap();
         }
+    })
+    .await;
+    print!("{out}");
+    let lock_url = with_query(&url, &format!("table={t}"));
+    compare("mysql", &floor, || {
+        dlock_sql::MysqlBackend::connect(&lock_url)
     })
     .await;
     for table in [&raw_t, &t] {
@@ -197,10 +230,9 @@ async fn mysql(iters: usize) -> String {
             .await
             .unwrap();
     }
-    out
 }
 
-async fn sqlite(iters: usize) -> String {
+async fn sqlite(iters: usize) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/bench.db", dir.path().display());
     let b = Arc::new(dlock_sql::SqliteBackend::connect(&url).await.unwrap());
@@ -213,7 +245,7 @@ async fn sqlite(iters: usize) -> String {
         .execute(&pool)
         .await
         .unwrap();
-    run(
+    let (out, floor) = run(
         "SQLite (temp file, WAL, synchronous=FULL)",
         b.clone(),
         iters,
@@ -228,7 +260,9 @@ async fn sqlite(iters: usize) -> String {
             }
         },
     )
-    .await
+    .await;
+    print!("{out}");
+    compare("sqlite", &floor, || dlock_sql::SqliteBackend::connect(&url)).await;
 }
 
 fn main() {
@@ -248,8 +282,8 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         println!("\n## dlock-sql: acquire/release vs a raw single-row UPDATE ({iters} rounds after {WARMUP} warm-up, one client, interleaved)");
-        print!("{}", postgres(iters).await);
-        print!("{}", mysql(iters).await);
-        print!("{}", sqlite(iters).await);
+        postgres(iters).await;
+        mysql(iters).await;
+        sqlite(iters).await;
     });
 }

@@ -111,6 +111,29 @@ fn main() {
                 &[raw, trait_level, guard_level]
             )
         );
+
+        // The floor of scripts/bench.sh's table: one setData on one node.
+        let data_path = format!("{raw_root}/raw-data");
+        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        client.create(&data_path, b"", &opts).await.unwrap();
+        let set_data = sample("raw setData", warm, n, |i| {
+            let (client, path) = (client.clone(), data_path.clone());
+            async move {
+                client
+                    .set_data(&path, i.to_string().as_bytes(), None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await
+        .unwrap();
+        client.delete(&data_path, None).await.unwrap();
+        dlock_testkit::bench::compare("zookeeper", "zookeeper-client setData", &set_data, || {
+            dlock_zookeeper::ZookeeperBackend::connect(&root)
+        })
+        .await
+        .unwrap();
     });
 }
 
