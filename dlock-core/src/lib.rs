@@ -20,6 +20,7 @@ pub mod ready_pool;
 mod spec;
 pub mod url_options;
 mod validity;
+mod waiting_line;
 
 pub use backend::{jittered, Capabilities, LockBackend};
 pub use clock::BootInstant;

@@ -1,5 +1,6 @@
 //! [`Locker`]: the backend-neutral API users call.
 
+use crate::waiting_line::WaitingLines;
 use crate::{
     default_owner, validate_owner, FencingToken, LockBackend, LockGuard, LockInfo, LockName,
     LockSpec, LostSignal, Result,
@@ -90,6 +91,9 @@ pub struct Locker {
     backend: Arc<dyn LockBackend>,
     owner: String,
     defaults: LockOptions,
+    /// Shared by clones (and `with_owner` copies): waiters of this process
+    /// for one name queue here, so one asks the coordinator at a time.
+    lines: Arc<WaitingLines>,
 }
 
 impl std::fmt::Debug for Locker {
@@ -114,6 +118,7 @@ impl Locker {
             backend,
             owner: default_owner(),
             defaults: LockOptions::default(),
+            lines: Arc::default(),
         }
     }
 
@@ -286,7 +291,12 @@ impl Acquire<'_> {
         // represent).
         let deadline = self.opts.wait.and_then(|w| started.checked_add(w));
         let span = tracing::debug_span!("dlock.acquire", backend = kind, lock = %spec.name, owner = %spec.owner);
+        let lines = self.locker.lines.clone();
         let outcome = async {
+            // Set once this waiter is first in its process's line: the
+            // first try skips the line (a free lock costs no queueing),
+            // every later one waits its turn (waiting_line.rs).
+            let mut turn = None;
             loop {
                 if let Some(lease) = backend.try_acquire(&spec).await? {
                     metrics::counter!("dlock_acquired_total", "backend" => kind).increment(1);
@@ -302,6 +312,18 @@ impl Acquire<'_> {
                     metrics::counter!("dlock_skipped_total", "backend" => kind).increment(1);
                     tracing::debug!("held by another owner");
                     return Ok(None);
+                }
+                if turn.is_none() {
+                    let queued = lines.turn(&spec.name);
+                    turn = match deadline {
+                        // Out of time in the line: one last try, below,
+                        // answers (`Ok(None)` if still held).
+                        Some(d) => tokio::time::timeout_at(d.into(), queued).await.ok(),
+                        None => Some(queued.await),
+                    };
+                    // The lock may have changed hands while this waiter
+                    // queued: ask again before waiting at the coordinator.
+                    continue;
                 }
                 // One wait at a time is bounded, so backends never see a huge deadline.
                 let step = left.min(Duration::from_secs(60));

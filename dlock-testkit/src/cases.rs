@@ -141,6 +141,11 @@ pub fn cases() -> Vec<Case> {
         case("wait_wakes_on_release", none, wait_wakes_on_release),
         case("wait_honours_timeout", none, wait_honours_timeout),
         case(
+            "waiters_of_one_locker_take_turns",
+            none,
+            waiting_cases::waiters_of_one_locker_take_turns,
+        ),
+        case(
             "wait_runs_out_as_none_after_a_pause",
             Needs {
                 processes: true,
@@ -625,7 +630,9 @@ async fn expiry_after_at_most(ctx: Ctx) -> CaseResult {
     let lease = ctx.lease();
     let t0 = BootInstant::now();
     let g = take_without_keep_alive(&a, &name, lease).await?;
-    let (g2, took) = take_when_free(&b, &name, lease * 5, t0, ctx.expiry_bound(lease)).await?;
+    // Counted from the answer, as in shortest_lease_is_honoured.
+    let limit = ctx.expiry_bound(lease) + t0.elapsed();
+    let (g2, took) = take_when_free(&b, &name, lease * 5, t0, limit).await?;
     ensure!(
         BootInstant::now() >= g.lease().valid_until && !g.is_held(),
         "another owner took the lock while the first guard still counted itself valid"
@@ -1386,12 +1393,16 @@ async fn shortest_lease_is_honoured(ctx: Ctx) -> CaseResult {
         .await
         .ctx(&format!("the declared shortest lease {shortest:?}"))?
         .ok_or("free lock not taken")?;
+    // The coordinator starts the lease somewhere between the send (t0) and
+    // the answer: a starved acquire moves the latest free time by its own
+    // length, not by a bug. (A lease even 1 s too long still fails this.)
+    let limit = ctx.expiry_bound(shortest) + t0.elapsed();
     let (g2, took) = take_when_free(
         &b,
         &name,
         shortest.max(Duration::from_secs(1)) * 5,
         t0,
-        ctx.expiry_bound(shortest),
+        limit,
     )
     .await?;
     ensure!(

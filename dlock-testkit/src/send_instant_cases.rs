@@ -193,7 +193,11 @@ impl ReadLate {
                 self.length
             );
         }
-        let limit = ctx.expiry_bound(self.length);
+        // The lease ends `expiry_bound` after it started at the coordinator,
+        // which is by the sighting at the latest: a request that took long
+        // to apply (a starved machine) moves the free time with it.
+        let started_by = self.seen.unwrap_or(since);
+        let limit = ctx.expiry_bound(self.length) + started_by.saturating_duration_since(since);
         let (g2, _) = take_when_free(b, name, ctx.lease() * 5, since, limit).await?;
         let now = BootInstant::now();
         ensure!(
