@@ -2,8 +2,8 @@
 //!
 //! Run as a test (no `DLOCK_MUTATION_ROLE`), this binary has one trial,
 //! `mutation::suite_kills_every_mutant`: it re-executes itself to run the
-//! suite against the faithful SQLite copy (which must pass every case), then
-//! against each mutant of `adapter::MUTANTS`, a few at a time, each in a
+//! suite against the faithful SQLite copy (which must pass every case), and
+//! beside it against each mutant of `adapter::MUTANTS`, a few at a time, each in a
 //! child process of its own with a fresh SQLite directory and a time limit,
 //! prints a table mutant -> failing case(s), and fails listing every
 //! non-equivalent mutant whose run still passed (or timed out: a hang is
@@ -54,7 +54,9 @@ fn selected(name: &str) -> bool {
         _ => true,
     }
 }
-const PARALLEL: usize = 2;
+/// Mutant runs at a time (besides the faithful copy's): each child mostly
+/// waits on leases, so four keep two cores busy without starving them.
+const PARALLEL: usize = 4;
 
 fn main() -> ExitCode {
     if std::env::var_os(ROLE).is_some() {
@@ -216,22 +218,10 @@ fn drive() -> Result<(), String> {
     let t0 = Instant::now();
     // Every case name the suite has, so the table names only real cases.
     let known: BTreeSet<&str> = dlock_testkit::cases().iter().map(|c| c.name).collect();
-    let (faithful, took) = run_child(None, &[])?;
-    match faithful {
-        Outcome::Passed => println!("faithful copy: every case passed ({took:.1?})"),
-        Outcome::Killed(f, why) => {
-            return Err(format!(
-                "the faithful SQLite copy failed {f:?}: the suite or the copy is broken, no mutant verdict means anything\n{why}"
-            ))
-        }
-        Outcome::Broken(t) => return Err(format!("the faithful copy's suite run broke:\n{t}")),
-        Outcome::TimedOut => {
-            return Err(format!(
-                "the faithful copy's suite run did not finish in {:?}",
-                child_limit()
-            ))
-        }
-    }
+    // The faithful copy runs beside the mutants (the children mostly wait
+    // on leases, not on the CPU); its verdict is checked before any
+    // mutant's, which mean nothing unless it passed.
+    let faithful = std::thread::spawn(|| run_child(None, &[]));
     let queue = Arc::new(Mutex::new(
         adapter::MUTANTS
             .iter()
@@ -253,6 +243,24 @@ fn drive() -> Result<(), String> {
         .collect();
     for w in workers {
         w.join().map_err(|_| "a worker thread panicked")?;
+    }
+    let (faithful, took) = faithful
+        .join()
+        .map_err(|_| "the faithful copy's thread panicked")??;
+    match faithful {
+        Outcome::Passed => println!("faithful copy: every case passed ({took:.1?})"),
+        Outcome::Killed(f, why) => {
+            return Err(format!(
+                "the faithful SQLite copy failed {f:?}: the suite or the copy is broken, no mutant verdict means anything\n{why}"
+            ))
+        }
+        Outcome::Broken(t) => return Err(format!("the faithful copy's suite run broke:\n{t}")),
+        Outcome::TimedOut => {
+            return Err(format!(
+                "the faithful copy's suite run did not finish in {:?}",
+                child_limit()
+            ))
+        }
     }
     let mut results = std::mem::take(&mut *results.lock().unwrap());
     results.sort_by_key(|(m, _)| adapter::MUTANTS.iter().position(|x| x.name == m.name));
