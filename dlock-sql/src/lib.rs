@@ -13,6 +13,7 @@ mod config;
 #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 mod errors;
 pub use config::{SqlOptions, MAX_TIMEOUT};
+mod pool;
 
 #[cfg(feature = "sqlite")]
 mod sqlite;

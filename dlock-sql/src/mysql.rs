@@ -11,8 +11,7 @@ use dlock_core::{
 };
 use dlock_core::{ConnectOptions, TlsRoots};
 use sqlx::mysql::{
-    MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
-    MySqlQueryResult,
+    MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlQueryResult,
 };
 use sqlx::{Connection, Executor, Row};
 use std::str::FromStr;
@@ -214,10 +213,7 @@ impl MysqlBackend {
         })
         .await;
         checked?;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(opts.pool_size)
-            .acquire_timeout(config::POOL_ACQUIRE_TIMEOUT)
-            .connect_lazy_with(connect_opts);
+        let pool = crate::pool::server_pool(opts.pool_size).connect_lazy_with(connect_opts);
         let sql = Statements::new(&opts.table);
         Ok(MysqlBackend {
             pool,

@@ -222,10 +222,7 @@ impl PostgresBackend {
         })
         .await;
         checked?;
-        let pool = PgPoolOptions::new()
-            .max_connections(opts.pool_size)
-            .acquire_timeout(config::POOL_ACQUIRE_TIMEOUT)
-            .connect_lazy_with(connect_opts);
+        let pool = crate::pool::server_pool(opts.pool_size).connect_lazy_with(connect_opts);
         Ok(Self::assemble(pool, opts, target, sql).transaction_pooling(tx_pooling))
     }
 

@@ -9,9 +9,7 @@ use dlock_core::{
     async_trait, new_acquisition_id, with_deadline, Capabilities, Error, Lease, LockBackend,
     LockInfo, LockName, LockSpec, Result,
 };
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::Row;
 use std::path::Path;
 use std::time::Duration;
@@ -142,9 +140,7 @@ impl SqliteBackend {
                 opts.pool_size,
             )
         };
-        let mut pool_opts = SqlitePoolOptions::new()
-            .max_connections(pool_size)
-            .acquire_timeout(config::POOL_ACQUIRE_TIMEOUT);
+        let mut pool_opts = crate::pool::sqlite_pool(pool_size);
         if memory {
             // The database lives as long as its one connection.
             pool_opts = pool_opts

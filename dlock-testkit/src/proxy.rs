@@ -18,7 +18,7 @@
 //!   lose the answer to the second.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -36,6 +36,9 @@ struct Shared {
     stall_tx: watch::Sender<bool>,
     /// HTTP/2 requests clients have sent through the proxy so far.
     requests: AtomicU64,
+    /// Round trips clients have begun so far, over every connection (see
+    /// [`Proxy::round_trips`]).
+    round_trips: AtomicU64,
     /// Stall before forwarding the request that makes `requests` reach this.
     stall_at: AtomicU64,
     /// How long answers are held before delivery, in nanoseconds.
@@ -91,6 +94,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             stall_tx,
             requests: AtomicU64::new(0),
+            round_trips: AtomicU64::new(0),
             stall_at: AtomicU64::new(UNARMED),
             answer_delay_ns: AtomicU64::new(0),
             reset_tx: watch::channel(0).0,
@@ -115,8 +119,10 @@ impl Proxy {
                     let _ = up.set_nodelay(true);
                     let (down_r, down_w) = down.into_split();
                     let (up_r, up_w) = up.into_split();
-                    let requests = forward_requests(down_r, up_w, &shared);
-                    let answers = forward_answers(up_r, down_w, &shared);
+                    // Whether the coordinator spoke since the client last did.
+                    let answered = AtomicBool::new(true);
+                    let requests = forward_requests(down_r, up_w, &shared, &answered);
+                    let answers = forward_answers(up_r, down_w, &shared, &answered);
                     tokio::select! {
                         _ = async { tokio::try_join!(requests, answers) } => {}
                         _ = cut.wait_for(|c| *c) => {}
@@ -211,6 +217,15 @@ impl Proxy {
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
     }
+
+    /// How many round trips clients have begun through the proxy so far,
+    /// over all connections, for any protocol: on each connection, the
+    /// client's first bytes and its first bytes after every answer begin
+    /// one. Requests pipelined without waiting for an answer are one round
+    /// trip; a connection's handshake counts its own.
+    pub fn round_trips(&self) -> u64 {
+        self.shared.round_trips.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Proxy {
@@ -226,6 +241,7 @@ async fn forward_requests(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     shared: &Shared,
+    answered: &AtomicBool,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
     let mut h2 = H2Requests::default();
@@ -235,6 +251,9 @@ async fn forward_requests(
             return to.shutdown().await;
         }
         shared.count(h2.feed(&buf[..n]));
+        if answered.swap(false, Ordering::SeqCst) {
+            shared.round_trips.fetch_add(1, Ordering::SeqCst);
+        }
         to.write_all(&buf[..n]).await?;
     }
 }
@@ -247,6 +266,7 @@ async fn forward_answers(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     shared: &Shared,
+    answered: &AtomicBool,
 ) -> std::io::Result<()> {
     let mut stalled = shared.stall_tx.subscribe();
     let (chunks, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
@@ -260,6 +280,8 @@ async fn forward_answers(
             if stalled.wait_for(|s| !*s).await.is_err() || n == 0 {
                 return Ok(());
             }
+            // Before delivery: the client's next request comes after it.
+            answered.store(true, Ordering::SeqCst);
             let delay = Duration::from_nanos(shared.answer_delay_ns.load(Ordering::SeqCst));
             if chunks
                 .send((Instant::now() + delay, buf[..n].to_vec()))
@@ -488,6 +510,38 @@ mod tests {
             got.is_empty(),
             "a held answer was delivered after cut: {got:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn round_trips_count_each_request_after_an_answer_once() {
+        let (up, mut seen) = echo().await;
+        let proxy = Proxy::start(up).await.unwrap();
+        let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(proxy.round_trips(), 0);
+        // Two writes before any answer (held back, so the second surely
+        // goes out before the first is answered): one round trip.
+        proxy.stall();
+        c.write_all(b"a").await.unwrap();
+        assert_eq!(seen.recv().await.unwrap(), b"a");
+        c.write_all(b"b").await.unwrap();
+        assert_eq!(seen.recv().await.unwrap(), b"b");
+        proxy.resume();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            got.extend(read_some(&mut c, 5000).await.unwrap());
+        }
+        assert_eq!(proxy.round_trips(), 1);
+        // Each request after an answer begins another.
+        for (i, m) in [b"c", b"d"].into_iter().enumerate() {
+            c.write_all(m).await.unwrap();
+            assert_eq!(read_some(&mut c, 5000).await.unwrap(), m);
+            assert_eq!(proxy.round_trips(), 2 + i as u64);
+        }
+        // Connections count apart.
+        let mut other = TcpStream::connect(proxy.addr()).await.unwrap();
+        other.write_all(b"e").await.unwrap();
+        assert_eq!(read_some(&mut other, 5000).await.unwrap(), b"e");
+        assert_eq!(proxy.round_trips(), 4);
     }
 
     #[tokio::test]
