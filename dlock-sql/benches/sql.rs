@@ -1,6 +1,10 @@
 //! Acquire / release latency on each SQL backend next to a raw single-row
 //! UPDATE on the same pool, interleaved in one run so both see the same
-//! server state. Prints markdown tables of p50/p99.
+//! server state. Prints markdown tables of p50/p99. Also in the table: a
+//! try_acquire of a lock another owner holds (no write: the round trip and
+//! the statement alone), and on the servers the same raw UPDATE through a
+//! pool with sqlx's default settings, which pings each connection it hands
+//! out (what dlock's own pools no longer do: dlock-sql/src/pool.rs).
 //!
 //! ```text
 //! cargo bench -p dlock-sql --all-features --bench sql
@@ -41,14 +45,17 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// One backend: `raw` runs the baseline UPDATE on the backend's own pool.
-/// Returns the table and the baseline's samples (the floor of
-/// scripts/bench.sh's table).
+/// One backend: `raw` runs the baseline UPDATE on the backend's own pool;
+/// `pinged`, when given, the same UPDATE on a pool with sqlx's default
+/// settings, which pings every connection it hands out (dlock's pools ping
+/// only idle ones: dlock-sql/src/pool.rs). Returns the table and the
+/// baseline's samples (the floor of scripts/bench.sh's table).
 async fn run<F, Fut>(
     title: &str,
     backend: Arc<dyn LockBackend>,
     iters: usize,
     raw: F,
+    pinged: Option<F>,
 ) -> (String, dlock_testkit::bench::Samples)
 where
     F: Fn() -> Fut,
@@ -70,7 +77,24 @@ where
         Col::new("release (backend.release)"),
         Col::new("acquire + release"),
         Col::new("Locker::try_lock + guard.release"),
+        // What every node but one sees when a scheduled job fires: no
+        // write, so no commit to wait for, only the round trip.
+        Col::new("acquire of a lock held by another (None)"),
+        Col::new("raw UPDATE, sqlx's default pool (a ping per checkout)"),
     ];
+    let held_spec = LockSpec::new(
+        LockName::new("bench-held").unwrap(),
+        "bench-other",
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let held = backend
+        .try_acquire(&held_spec)
+        .await
+        .unwrap()
+        .expect("the held bench lock is free at first");
+    let busy_spec =
+        LockSpec::new(held_spec.name.clone(), "bench", Duration::from_secs(60)).unwrap();
     for i in 0..WARMUP + iters {
         let t0 = Instant::now();
         raw().await;
@@ -90,19 +114,31 @@ where
             .expect("the bench lock is free");
         g.release().await.unwrap();
         let t4 = Instant::now();
+        let none = backend.try_acquire(&busy_spec).await.unwrap();
+        let t5 = Instant::now();
+        assert!(none.is_none(), "the held bench lock was granted");
+        if let Some(pinged) = &pinged {
+            pinged().await;
+        }
+        let t6 = Instant::now();
         if i >= WARMUP {
             cols[0].v.push(t1 - t0);
             cols[1].v.push(t2 - t1);
             cols[2].v.push(t3 - t2);
             cols[3].v.push(t3 - t1);
             cols[4].v.push(t4 - t3);
+            cols[5].v.push(t5 - t4);
+            if pinged.is_some() {
+                cols[6].v.push(t6 - t5);
+            }
         }
     }
+    backend.release(&held).await.unwrap();
     let base = cols[0].q(0.5);
     let mut s = format!(
         "\n### {title}\n\n| operation | n | p50 µs | p99 µs | p50 / raw UPDATE p50 |\n|---|---:|---:|---:|---:|\n"
     );
-    for c in &cols {
+    for c in cols.iter().filter(|c| !c.v.is_empty()) {
         s.push_str(&format!(
             "| {} | {} | {:.0} | {:.0} | {:.2} |\n",
             c.label,
@@ -166,12 +202,27 @@ async fn postgres(iters: usize) {
         .await
         .unwrap();
     let upd = format!("UPDATE {raw_t} SET v = v + 1 WHERE id = $1");
-    let (out, floor) = run("PostgreSQL", b.clone(), iters, || {
-        let (pool, upd) = (pool.clone(), upd.clone());
-        async move {
-            sqlx::query(&upd).bind(1).execute(&pool).await.unwrap();
+    let raw_on = |pool: sqlx::PgPool| {
+        let upd = upd.clone();
+        move || {
+            let (pool, upd) = (pool.clone(), upd.clone());
+            async move {
+                sqlx::query(&upd).bind(1).execute(&pool).await.unwrap();
+            }
         }
-    })
+    };
+    let default_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let (out, floor) = run(
+        "PostgreSQL",
+        b.clone(),
+        iters,
+        raw_on(pool.clone()),
+        Some(raw_on(default_pool)),
+    )
     .await;
     print!("{out}");
     let lock_url = with_query(&url, &format!("table={t}"));
@@ -211,12 +262,27 @@ async fn mysql(iters: usize) {
         .await
         .unwrap();
     let upd = format!("UPDATE {raw_t} SET v = v + 1 WHERE id = ?");
-    let (out, floor) = run("MySQL/MariaDB", b.clone(), iters, || {
-        let (pool, upd) = (pool.clone(), upd.clone());
-        async move {
-            sqlx::query(&upd).bind(1).execute(&pool).await.unwrap();
+    let raw_on = |pool: sqlx::MySqlPool| {
+        let upd = upd.clone();
+        move || {
+            let (pool, upd) = (pool.clone(), upd.clone());
+            async move {
+                sqlx::query(&upd).bind(1).execute(&pool).await.unwrap();
+            }
         }
-    })
+    };
+    let default_pool = sqlx::mysql::MySqlPoolOptions::new()
+        .max_connections(4)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let (out, floor) = run(
+        "MySQL/MariaDB",
+        b.clone(),
+        iters,
+        raw_on(pool.clone()),
+        Some(raw_on(default_pool)),
+    )
     .await;
     print!("{out}");
     let lock_url = with_query(&url, &format!("table={t}"));
@@ -259,6 +325,7 @@ async fn sqlite(iters: usize) {
                     .unwrap();
             }
         },
+        None,
     )
     .await;
     print!("{out}");
