@@ -92,16 +92,25 @@ impl Statements {
     fn new(table: &str) -> Self {
         let t = quote_table(table, '"');
         Statements {
-            // One clock reading for both columns; a row still inside its lease
-            // is left alone (no row returned: held by someone else).
+            // One clock reading for both columns. An expired row is taken
+            // over by the UPDATE (a concurrent taker blocks on the row and
+            // rechecks lock_until against the new version: one wins); a
+            // missing row is inserted (a concurrent insert makes this one
+            // DO NOTHING: held). A row still inside its lease is left alone:
+            // no row returned (held by someone else) and nothing written.
+            // Not `INSERT … ON CONFLICT DO UPDATE … WHERE`: that locks the
+            // conflicting row even when its WHERE is false, so every busy
+            // answer cost a transaction id and a WAL flush, a durable commit.
             acquire: format!(
-                "INSERT INTO {t} AS l (name, owner, acquisition_id, token, locked_at, lock_until) \
-                 SELECT $1, $2, $3, 1, c.ts, c.ts + $4 FROM (SELECT clock_timestamp() AS ts) c \
-                 ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, \
-                 acquisition_id = EXCLUDED.acquisition_id, token = l.token + 1, \
-                 locked_at = EXCLUDED.locked_at, lock_until = EXCLUDED.lock_until \
-                 WHERE l.lock_until <= EXCLUDED.locked_at \
-                 RETURNING l.token"
+                "WITH c AS (SELECT clock_timestamp() AS ts), \
+                 u AS (UPDATE {t} AS l SET owner = $2, acquisition_id = $3, \
+                 token = l.token + 1, locked_at = c.ts, lock_until = c.ts + $4 \
+                 FROM c WHERE l.name = $1 AND l.lock_until <= c.ts RETURNING l.token), \
+                 i AS (INSERT INTO {t} (name, owner, acquisition_id, token, locked_at, lock_until) \
+                 SELECT $1, $2, $3, 1, c.ts, c.ts + $4 FROM c \
+                 WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE name = $1) \
+                 ON CONFLICT (name) DO NOTHING RETURNING token) \
+                 SELECT token FROM u UNION ALL SELECT token FROM i"
             ),
             extend: format!(
                 "UPDATE {t} SET lock_until = clock_timestamp() + $3 \

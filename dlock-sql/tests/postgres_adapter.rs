@@ -82,6 +82,57 @@ async fn basic_cycle_and_tokens() {
     drop_table(&b, &table).await;
 }
 
+/// A try_acquire that finds the lock held changes nothing, not even a row
+/// lock: the row's xmax stays what the grant left, so PostgreSQL assigned
+/// the busy statement no transaction id and waited for no WAL flush. The
+/// answer every node but one gets when a job fires (and every losing waiter
+/// under contention) costs a round trip, not a durable commit. Expiry is
+/// still taken over: the same statement grants an expired lock.
+#[tokio::test]
+async fn a_busy_acquire_neither_writes_nor_locks_the_row() {
+    let (b, table) = backend().await;
+    let held = b.try_acquire(&spec("busy", 30)).await.unwrap().unwrap();
+    let xmax = |name: &'static str| {
+        let q = format!("SELECT xmax::text FROM {table} WHERE name = '{name}'");
+        let pool = b.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, String>(&q)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let granted = xmax("busy").await;
+    for _ in 0..3 {
+        assert!(b.try_acquire(&spec("busy", 30)).await.unwrap().is_none());
+    }
+    assert_eq!(
+        xmax("busy").await,
+        granted,
+        "a busy acquire locked (or wrote) the lock's row"
+    );
+    b.release(&held).await.unwrap();
+    // An expired lease is taken over, with the next token.
+    let short = b
+        .try_acquire(&spec("short", 30))
+        .await
+        .unwrap()
+        .unwrap();
+    sqlx::query(&format!(
+        "UPDATE {table} SET lock_until = clock_timestamp() WHERE name = 'short'"
+    ))
+    .execute(b.pool())
+    .await
+    .unwrap();
+    let next = b
+        .try_acquire(&spec("short", 30))
+        .await
+        .unwrap()
+        .expect("an expired lock was not taken over");
+    assert_eq!(next.token.0, short.token.0 + 1);
+    drop_table(&b, &table).await;
+}
+
 #[tokio::test]
 async fn odd_names_are_stored_and_matched_exactly() {
     let (b, table) = backend().await;
