@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use dlock_core::{LockBackend, LockName, LockSpec, Locker};
-use dlock_testkit::bench::{sample, table};
+use dlock_testkit::bench::{sample, table, Samples};
 use std::sync::Arc;
 use std::time::Duration;
 use zookeeper_client as zk;
@@ -129,6 +129,65 @@ fn main() {
         .await
         .unwrap();
         client.delete(&data_path, None).await.unwrap();
+
+        // Where an acquire's time goes, each step timed alone (the delete
+        // or release after it untimed), next to the setData floor: the
+        // sequential create by itself, the create with the queue read
+        // pipelined behind it (what an acquire sends), and the acquire.
+        let dir = format!("{raw_root}/raw-queue");
+        client.create(&dir, b"", &opts).await.unwrap();
+        let ephemeral = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+        let node_prefix = format!("{dir}/n-");
+        let mut create_alone = Vec::with_capacity(n);
+        let mut create_and_read = Vec::with_capacity(n);
+        let mut acquire = Vec::with_capacity(n);
+        for i in 0..warm + n {
+            let t = std::time::Instant::now();
+            let (_, seq) = client.create(&node_prefix, b"", &ephemeral).await.unwrap();
+            let took = t.elapsed();
+            client
+                .delete(&format!("{dir}/n-{seq}"), None)
+                .await
+                .unwrap();
+            let t = std::time::Instant::now();
+            let create = client.create(&node_prefix, b"", &ephemeral);
+            let mut r = client.new_multi_reader();
+            r.add_get_children(&dir).unwrap();
+            r.add_get_data(&data_path).unwrap();
+            let (created, read) = futures::future::join(create, r.commit()).await;
+            let piped = t.elapsed();
+            read.unwrap();
+            let (_, seq) = created.unwrap();
+            client
+                .delete(&format!("{dir}/n-{seq}"), None)
+                .await
+                .unwrap();
+            let t = std::time::Instant::now();
+            let lease = backend.try_acquire(&spec).await.unwrap().unwrap();
+            let acquired = t.elapsed();
+            backend.release(&lease).await.unwrap();
+            if i >= warm {
+                create_alone.push(took);
+                create_and_read.push(piped);
+                acquire.push(acquired);
+            }
+        }
+        client.delete(&dir, None).await.unwrap();
+        println!(
+            "{}",
+            table(
+                "where a dlock-zookeeper acquire's time goes (each step alone, interleaved)",
+                &[
+                    set_data.clone(),
+                    Samples::new("ephemeral sequential create", create_alone),
+                    Samples::new(
+                        "the same create + pipelined multi-read (children, marker)",
+                        create_and_read
+                    ),
+                    Samples::new("backend try_acquire (release untimed)", acquire),
+                ]
+            )
+        );
         dlock_testkit::bench::compare("zookeeper", "zookeeper-client setData", &set_data, || {
             dlock_zookeeper::ZookeeperBackend::connect(&root)
         })
