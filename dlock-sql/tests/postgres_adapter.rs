@@ -113,11 +113,7 @@ async fn a_busy_acquire_neither_writes_nor_locks_the_row() {
     );
     b.release(&held).await.unwrap();
     // An expired lease is taken over, with the next token.
-    let short = b
-        .try_acquire(&spec("short", 30))
-        .await
-        .unwrap()
-        .unwrap();
+    let short = b.try_acquire(&spec("short", 30)).await.unwrap().unwrap();
     sqlx::query(&format!(
         "UPDATE {table} SET lock_until = clock_timestamp() WHERE name = 'short'"
     ))
