@@ -824,6 +824,25 @@ fn print_report(backend: &str, topology: &str, r: &Report, v: &check::Violations
     for (k, n) in &kinds {
         println!("| {k} | {n} |");
     }
+    // When each began and healed, so that a failure the report blames on
+    // one fault can be read against the next.
+    if let Some(first) = r.faults.first().map(|f| f.from_ns) {
+        let at = |ns: u128| ns.saturating_sub(first) as f64 / 1e9;
+        let line: Vec<String> = r
+            .faults
+            .iter()
+            .map(|f| {
+                format!(
+                    "{:.1}–{:.1} s {} ({})",
+                    at(f.from_ns),
+                    at(f.to_ns),
+                    f.fault.kind(),
+                    f.target
+                )
+            })
+            .collect();
+        println!("faults in order: {}", line.join("; "));
+    }
     println!("| violation | count |");
     println!("|---|--:|");
     for k in check::KINDS {
