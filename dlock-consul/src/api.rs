@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// A KV entry as Consul returns it (from `/v1/kv` or a txn result).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct KvEntry {
     /// The full key.
@@ -283,8 +283,38 @@ impl Http {
         consistent: bool,
         block: Option<(u64, Duration)>,
     ) -> Result<(Option<KvEntry>, u64)> {
+        let (mut entries, index) = self.read_kv(op, key, false, consistent, block).await?;
+        Ok((entries.pop(), index))
+    }
+
+    /// `GET /v1/kv/<prefix>?recurse`: every entry under `prefix` (which
+    /// ends in `/`), at any depth, with the `X-Consul-Index` to block on
+    /// next; `consistent` and `block` as for [`Http::get_key`].
+    pub async fn get_prefix(
+        &self,
+        op: &'static str,
+        prefix: &str,
+        consistent: bool,
+        block: Option<(u64, Duration)>,
+    ) -> Result<(Vec<KvEntry>, u64)> {
+        self.read_kv(op, prefix, true, consistent, block).await
+    }
+
+    /// The KV read behind [`Http::get_key`] and [`Http::get_prefix`]; a
+    /// missing key (HTTP 404) is no entries.
+    async fn read_kv(
+        &self,
+        op: &'static str,
+        key: &str,
+        recurse: bool,
+        consistent: bool,
+        block: Option<(u64, Duration)>,
+    ) -> Result<(Vec<KvEntry>, u64)> {
         let path = Self::kv_path(key);
         let mut query: Vec<(&str, &str)> = Vec::new();
+        if recurse {
+            query.push(("recurse", ""));
+        }
         if consistent {
             query.push(("consistent", ""));
         }
@@ -303,32 +333,8 @@ impl Http {
             .await?;
         let index = reply.index.unwrap_or(0);
         match reply.status {
-            StatusCode::NOT_FOUND => Ok((None, index)),
-            s if s.is_success() => {
-                let mut entries: Vec<KvEntry> = parse(op, &reply)?;
-                Ok((entries.pop(), index))
-            }
-            _ => Err(self.status_error(op, &reply)),
-        }
-    }
-
-    /// `GET /v1/kv/<prefix>?recurse&consistent`: every entry under `prefix`
-    /// (which ends in `/`), at any depth, in one consistent read.
-    pub async fn get_prefix(&self, op: &'static str, prefix: &str) -> Result<Vec<KvEntry>> {
-        let query = [("recurse", ""), ("consistent", "")];
-        let reply = self
-            .send(
-                op,
-                Method::GET,
-                &Self::kv_path(prefix),
-                &query,
-                None,
-                Duration::ZERO,
-            )
-            .await?;
-        match reply.status {
-            StatusCode::NOT_FOUND => Ok(Vec::new()),
-            s if s.is_success() => parse(op, &reply),
+            StatusCode::NOT_FOUND => Ok((Vec::new(), index)),
+            s if s.is_success() => Ok((parse(op, &reply)?, index)),
             _ => Err(self.status_error(op, &reply)),
         }
     }

@@ -4,6 +4,7 @@
 use crate::api::{kv_op, KvEntry, TxnError, TxnOutcome};
 use crate::config::ConsulConfig;
 use crate::http::Http;
+use crate::key_watch::KeyWatches;
 use crate::record::{Handle, Holder};
 use crate::KIND;
 use dlock_core::ready_pool::ReadyPool;
@@ -46,6 +47,8 @@ pub struct ConsulBackend {
     pub(crate) http: Http,
     /// Sessions holding no key, made ahead of acquires (session_pool.rs).
     pub(crate) sessions: std::sync::Arc<ReadyPool<String>>,
+    /// The guards' watches on their keys (key_watch.rs).
+    pub(crate) watches: KeyWatches,
 }
 
 impl std::fmt::Debug for ConsulBackend {
@@ -97,10 +100,12 @@ impl ConsulBackend {
             .await
             .map_err(|e| as_connect_error(&target, e))?;
         tracing::debug!(backend = KIND, target = %target, leader = %leader, "connected");
+        let watches = KeyWatches::new(http.clone(), probe);
         Ok(ConsulBackend {
             config: std::sync::Arc::new(config),
             http,
             sessions: Default::default(),
+            watches,
         })
     }
 
@@ -471,7 +476,7 @@ impl LockBackend for ConsulBackend {
 
     async fn list(&self) -> Result<Vec<LockInfo>> {
         let prefix = format!("{}/", self.config.prefix);
-        let entries = self.http.get_prefix("list", &prefix).await?;
+        let (entries, _) = self.http.get_prefix("list", &prefix, true, None).await?;
         let mut held = Vec::new();
         for e in entries.iter().filter(|e| e.holder().is_some()) {
             if let Some(name) = name_of_key(&self.config.prefix, &e.key) {

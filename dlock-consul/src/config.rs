@@ -66,11 +66,13 @@ pub struct ConsulConfig {
     pub tls_roots: TlsRoots,
     /// Extra PEM CA certificate(s) to trust for `consul+https://` (`ca_file=`).
     pub ca_file: Option<PathBuf>,
-    /// Whether each held guard keeps a blocking query open on its key, so
+    /// Whether held guards watch their keys with blocking queries, so
     /// `lost()` fires as soon as the key is deleted or taken over
     /// (`watch_loss=true|false`, default true). Off, loss is still detected
-    /// at the next extension and when the lease runs out; each watch holds
-    /// one HTTP connection (Consul allows 200 per client IP by default).
+    /// at the next extension and when the lease runs out. A backend keeps
+    /// at most 65 such queries open, each one HTTP connection (Consul
+    /// allows 200 per client address by default): one per key for its
+    /// first 64 held keys, and one on the whole prefix for the rest.
     pub watch_loss: bool,
     token: Option<SecretString>,
 }

@@ -69,6 +69,7 @@ mod api;
 mod backend;
 mod config;
 mod http;
+mod key_watch;
 mod record;
 mod session_pool;
 mod waiting;

@@ -1,7 +1,9 @@
 //! Waiting without polling: Consul blocking queries on the lock key, for
-//! waiters (`wait_for_release`) and for a held guard's loss signal.
+//! waiters (`wait_for_release`), and a held guard's loss signal on the
+//! watches its backend's guards share (key_watch.rs).
 
 use crate::backend::ConsulBackend;
+use crate::key_watch::MIN_ROUND;
 use crate::record::Holder;
 use crate::KIND;
 use dlock_core::backoff::Backoff;
@@ -10,11 +12,9 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::time::{Duration, Instant};
 
-/// Longest single blocking query (Consul caps `wait` at 10 minutes).
+/// Longest single blocking query of a waiter (Consul caps `wait` at 10
+/// minutes).
 const MAX_BLOCK: Duration = Duration::from_secs(300);
-/// A blocking query that comes back sooner than this without a change is
-/// followed by a short pause, so a misbehaving agent never causes a tight loop.
-const MIN_ROUND: Duration = Duration::from_millis(50);
 /// A guard's loss watch starts this long after the acquire: the key was
 /// just taken, and short holds then need no watch at all.
 const WATCH_DELAY: Duration = Duration::from_millis(500);
@@ -75,45 +75,30 @@ impl ConsulBackend {
                 _ => Some("the lock key is held by another acquisition".into()),
             }
         };
+        let watches = self.watches.clone();
         async move {
             // A guard released within this never costs the agent a watch.
             tokio::time::sleep(WATCH_DELAY).await;
-            let mut index = 0u64;
-            let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+            let mut watch = watches.subscribe(key.clone());
             loop {
-                let started = Instant::now();
-                let block = (index > 0).then_some((index, MAX_BLOCK));
-                match http.get_key("watch lease", &key, false, block).await {
-                    Ok((entry, new_index)) => {
-                        backoff.reset();
-                        if verdict(entry).is_some() {
-                            // Confirm with a consistent read before reporting.
-                            match http.get_key("watch lease", &key, true, None).await {
-                                Ok((entry, _)) => {
-                                    if let Some(reason) = verdict(entry) {
-                                        return reason;
-                                    }
-                                }
-                                Err(e) => {
-                                    tracing::debug!(backend = KIND, error = %e, "dlock: confirming a lease loss failed; retrying");
-                                }
+                if verdict(watch.next().await).is_none() {
+                    continue;
+                }
+                // Confirm with a consistent read before reporting; an
+                // error is asked again, never taken for a loss.
+                let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+                loop {
+                    match http.get_key("watch lease", &key, true, None).await {
+                        Ok((entry, _)) => {
+                            if let Some(reason) = verdict(entry) {
+                                return reason;
                             }
-                            index = 0;
-                        } else {
-                            let unchanged = new_index == index;
-                            index = if new_index < index { 0 } else { new_index };
-                            if !unchanged && index != 0 {
-                                continue;
-                            }
+                            break;
                         }
-                        if started.elapsed() < MIN_ROUND {
-                            tokio::time::sleep(jittered(MIN_ROUND * 2)).await;
+                        Err(e) => {
+                            tracing::debug!(backend = KIND, error = %e, "dlock: confirming a lease loss failed; retrying");
+                            tokio::time::sleep(backoff.next_delay()).await;
                         }
-                    }
-                    Err(e) => {
-                        tracing::debug!(backend = KIND, error = %e, "dlock: lease watch failed; retrying");
-                        tokio::time::sleep(backoff.next_delay()).await;
-                        index = 0;
                     }
                 }
             }
