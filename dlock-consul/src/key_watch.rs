@@ -32,7 +32,7 @@ use tokio::sync::{watch, Notify};
 pub(crate) const SINGLE_WATCHES: usize = 64;
 /// The least time between two rounds of the shared prefix watch that found
 /// a change: each costs the agent a listing of the whole prefix.
-const OVERFLOW_ROUND: Duration = Duration::from_millis(250);
+const OVERFLOW_ROUND: Duration = Duration::from_secs(1);
 /// Longest blocking query of a watch. A watch dropped mid-query (its guard
 /// released) closes the connection, but the agent (1.8 at least) keeps it
 /// until the query's wait ends, counted against the client's connections;
