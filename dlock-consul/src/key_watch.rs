@@ -79,7 +79,8 @@ struct Watched {
 /// One subscriber's view of a key; dropping it ends the watch when it was
 /// the last.
 pub(crate) struct Subscription {
-    rx: watch::Receiver<LastRead>,
+    /// `None` only inside `drop`, which lets it go under the mutex.
+    rx: Option<watch::Receiver<LastRead>>,
     key: String,
     inner: Arc<Inner>,
 }
@@ -107,8 +108,8 @@ impl KeyWatches {
             None => {
                 let (tx, rx) = watch::channel(None);
                 let tx = Arc::new(tx);
-                let single = st.singles < SINGLE_WATCHES;
                 let runtime = tokio::runtime::Handle::try_current();
+                let single = runtime.is_ok() && st.singles < SINGLE_WATCHES;
                 if let Ok(rt) = &runtime {
                     if single {
                         st.singles += 1;
@@ -125,7 +126,7 @@ impl KeyWatches {
         // The first `next` answers what the watch already read, if it did.
         rx.mark_changed();
         Subscription {
-            rx,
+            rx: Some(rx),
             key,
             inner: inner.clone(),
         }
@@ -138,13 +139,16 @@ impl Subscription {
     /// and the watch has read, then each change. Never completes while the
     /// agent cannot be reached.
     pub(crate) async fn next(&mut self) -> Option<KvEntry> {
+        let Some(rx) = self.rx.as_mut() else {
+            return std::future::pending().await;
+        };
         loop {
-            if self.rx.changed().await.is_err() {
+            if rx.changed().await.is_err() {
                 // The watch ended without us (cannot happen while we are
                 // subscribed); nothing more will come.
                 std::future::pending::<()>().await;
             }
-            if let Some(entry) = self.rx.borrow_and_update().clone() {
+            if let Some(entry) = rx.borrow_and_update().clone() {
                 return entry;
             }
         }
@@ -158,12 +162,14 @@ impl Drop for Subscription {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        // Subscribing happens under the same mutex, so "only we are left"
-        // cannot change before the entry is gone.
+        // Our receiver goes under the mutex, and subscribing happens under
+        // it too: of two subscriptions dropped at once, the second sees
+        // none left and ends the watch.
+        drop(self.rx.take());
         let Some(w) = st.keys.get(&self.key) else {
             return;
         };
-        if w.tx.receiver_count() > 1 {
+        if w.tx.receiver_count() > 0 {
             return;
         }
         let single = w.single;
@@ -254,9 +260,9 @@ async fn watch_overflow(inner: Arc<Inner>) {
     let mut index = 0u64;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
-        let Some(keys) = overflow_keys(&inner) else {
+        if overflow_keys(&inner).is_none() {
             return;
-        };
+        }
         let started = Instant::now();
         let block = (index > 0).then_some((index, WATCH_BLOCK));
         let read = tokio::select! {
@@ -269,6 +275,13 @@ async fn watch_overflow(inner: Arc<Inner>) {
                 backoff.reset();
                 let mut by_key: HashMap<String, KvEntry> =
                     entries.into_iter().map(|e| (e.key.clone(), e)).collect();
+                // The keys as they are now, not as before the query: one
+                // that came (and was lost) meanwhile hears of it at once.
+                // A read older than its acquire cannot report a false
+                // loss: the loss watch confirms with a consistent read.
+                let Some(keys) = overflow_keys(&inner) else {
+                    return;
+                };
                 for (key, tx) in &keys {
                     publish(tx, by_key.remove(key));
                 }
