@@ -13,7 +13,7 @@
 #   scripts/coordinators.sh logs    NAME [N]     last N (default 40) lines of a server's log
 #   scripts/coordinators.sh clean                stop all and delete the run directory
 #
-# NAMES: postgres mariadb etcd zookeeper consul consul-acl
+# NAMES: postgres mariadb etcd zookeeper consul consul-acl redis redis-volatile
 #
 # Packages come from scripts/install-deps.sh (Debian 12). Needs root: the
 # PostgreSQL and MariaDB servers drop to the postgres / mysql users.
@@ -30,6 +30,8 @@
 #   DLOCK_TEST_CONSUL_URL      consul://127.0.0.1:28500  (real server, data survives restart)
 #   DLOCK_TEST_CONSUL_ACL_URL  consul://127.0.0.1:28600  (-dev agent, ACLs on, default deny)
 #   DLOCK_TEST_CONSUL_ACL_TOKEN  its management ("master") token
+#   DLOCK_TEST_REDIS_URL       redis://dlock:dlock@127.0.0.1:26379/0  (AOF on, data survives restart)
+#   DLOCK_TEST_REDIS_VOLATILE_URL  redis://dlock:dlock@127.0.0.1:26380/0  (no AOF, no RDB)
 #   DLOCK_TEST_COORDINATORS    absolute path of this script (tests call `restart NAME`)
 #   DLOCK_RUN_DIR              the run directory (so that call finds the same servers)
 #
@@ -50,6 +52,8 @@
 #               28512 serf-wan               DLOCK_CONSUL_PORT, DLOCK_CONSUL_{DNS,GRPC,SERVER,SERF_LAN,SERF_WAN}_PORT
 #   consul-acl  28600 http, 28601 dns, 28602 grpc, 28610 server, 28611 serf-lan,
 #               28612 serf-wan               DLOCK_CONSUL_ACL_PORT, DLOCK_CONSUL_ACL_{DNS,...}_PORT
+#   redis       26379                        DLOCK_REDIS_PORT
+#   redis-volatile  26380                    DLOCK_REDIS_VOLATILE_PORT
 #
 # Other knobs: DLOCK_READY_TIMEOUT (s, default 60 for start, 25 for restart).
 #
@@ -61,7 +65,7 @@ set -euo pipefail
 SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
 ROOT=$(cd "$(dirname "$SCRIPT")/.." && pwd)
 RUN_DIR=$(readlink -m "${DLOCK_RUN_DIR:-$ROOT/.run}")
-ALL=(postgres mariadb etcd zookeeper consul consul-acl)
+ALL=(postgres mariadb etcd zookeeper consul consul-acl redis redis-volatile)
 
 STOP_TIMEOUT=10
 START_READY_TIMEOUT=${DLOCK_READY_TIMEOUT:-60}
@@ -74,6 +78,7 @@ if [[ -z $PG_BIN ]]; then
 fi
 JAVA=/usr/bin/java
 ZK_CP=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar
+REDIS_SERVER=/usr/bin/redis-server
 
 # ---------------------------------------------------------------- helpers
 
@@ -100,7 +105,7 @@ sdir() { printf '%s/%s' "$RUN_DIR" "$1"; }
 # Port keys per server; "port" is the one clients use.
 port_keys() {
     case $1 in
-        postgres | mariadb | zookeeper) echo port ;;
+        postgres | mariadb | zookeeper | redis | redis-volatile) echo port ;;
         etcd) echo port peer ;;
         consul | consul-acl) echo port dns grpc server serf_lan serf_wan ;;
     esac
@@ -112,6 +117,8 @@ default_port() {
         postgres) echo 25432; return ;;
         mariadb) echo 23306; return ;;
         zookeeper) echo 22181; return ;;
+        redis) echo 26379; return ;;
+        redis-volatile) echo 26380; return ;;
         etcd) [[ $2 == port ]] && echo 22379 || echo 22380; return ;;
         consul) base=28500 ;;
         consul-acl) base=28600 ;;
@@ -175,6 +182,8 @@ url_var() {
         zookeeper) echo DLOCK_TEST_ZOOKEEPER_URL ;;
         consul) echo DLOCK_TEST_CONSUL_URL ;;
         consul-acl) echo DLOCK_TEST_CONSUL_ACL_URL ;;
+        redis) echo DLOCK_TEST_REDIS_URL ;;
+        redis-volatile) echo DLOCK_TEST_REDIS_VOLATILE_URL ;;
     esac
 }
 
@@ -187,6 +196,7 @@ managed_url() {
         etcd) echo "etcd://127.0.0.1:$p" ;;
         zookeeper) echo "zk://127.0.0.1:$p" ;;
         consul | consul-acl) echo "consul://127.0.0.1:$p" ;;
+        redis | redis-volatile) echo "redis://dlock:dlock@127.0.0.1:$p/0" ;;
     esac
 }
 
@@ -210,6 +220,10 @@ expected_exe() {
         etcd) echo etcd ;;
         zookeeper) echo java ;;
         consul | consul-acl) echo consul ;;
+        # Debian's /usr/bin/redis-server is a symlink to redis-check-rdb (one
+        # binary that picks its role from argv[0]): /proc/PID/exe names the
+        # target, so compare with that.
+        redis | redis-volatile) basename "$(readlink -f "$REDIS_SERVER")" ;;
     esac
 }
 
@@ -599,6 +613,81 @@ EOF
     consul_kv_cleanup "$(acl_token)"
 }
 
+# ---------------------------------------------------------------- Redis
+
+redis_cli() {
+    timeout 3 redis-cli --no-auth-warning -h 127.0.0.1 -p "${PORT[port]}" \
+        --user dlock --pass dlock "$@"
+}
+
+# PONG only once the dataset is loaded: while it replays the AOF, Redis
+# answers -LOADING.
+redis_ready() { [[ $(redis_cli ping) == PONG ]]; }
+
+# write_redis_conf NAME APPENDONLY: the server's whole configuration. It
+# includes nothing from /etc/redis, so Debian's defaults (daemonize, a log
+# file and dir under /var) cannot leak in.
+write_redis_conf() {
+    local name=$1 aof=$2 d
+    d=$(sdir "$name")
+    # set-proc-title no: by default Redis rewrites its command line to
+    # "redis-server 127.0.0.1:PORT", and server_pid() needs this server's
+    # directory (the config file's path) on it.
+    # save "": no RDB snapshots; "redis" persists through the AOF only,
+    # "redis-volatile" not at all.
+    # user default off: nobody can log in as the default user, so a wrong
+    # password is refused, as on a hardened production server. Deliberately
+    # with no permissions either: Redis 7.0 replays the AOF as the default
+    # user and EXEC re-checks the ACL, so it silently drops every MULTI/EXEC
+    # block (a script with two or more writes reaches the AOF as one) on a
+    # restart (redis/redis#14541). dlock's scripts write with one command
+    # each so that this cannot lose a lock; the fault test that restarts
+    # this server proves it only while the trap is set.
+    cat > "$d/redis.conf.tmp" <<EOF
+# written by scripts/coordinators.sh
+bind 127.0.0.1
+port ${PORT[port]}
+protected-mode no
+daemonize no
+supervised no
+set-proc-title no
+logfile ""
+dir $d/data
+save ""
+appendonly $aof
+appendfsync everysec
+maxclients 10000
+notify-keyspace-events ""
+user default off
+user dlock on >dlock ~* &* +@all
+EOF
+    chmod 600 "$d/redis.conf.tmp"
+    mv "$d/redis.conf.tmp" "$d/redis.conf"
+}
+
+# Runs as root, like etcd and Consul. SIGTERM (stop) makes Redis fsync the
+# AOF and exit; after a SIGKILL it replays the AOF on start (a torn last
+# command is dropped: aof-load-truncated defaults to yes).
+start_redis() {
+    local d
+    d=$(sdir redis)
+    mkdir -p "$d/data"
+    write_redis_conf redis yes
+    launch redis "$REDIS_SERVER" "$d/redis.conf"
+    wait_ready redis redis_ready
+}
+
+# No persistence at all: for the test that the adapter refuses a server
+# that would forget its locks on a restart.
+start_redis-volatile() {
+    local d
+    d=$(sdir redis-volatile)
+    mkdir -p "$d/data"
+    write_redis_conf redis-volatile no
+    launch redis-volatile "$REDIS_SERVER" "$d/redis.conf"
+    wait_ready redis-volatile redis_ready
+}
+
 # ---------------------------------------------------------------- generic
 
 ready_check_fn() {
@@ -609,6 +698,7 @@ ready_check_fn() {
         zookeeper) echo zk_ready ;;
         consul) echo consul_ready ;;
         consul-acl) echo consul_acl_ready ;;
+        redis | redis-volatile) echo redis_ready ;;
     esac
 }
 
@@ -827,15 +917,15 @@ cmd_status() {
     local name pid
     for name in "${ALL[@]}"; do
         if is_external "$name"; then
-            printf '%-11s external   %s\n' "$name" "$(sed -n 's/^export [A-Z_]*URL=//p' "$(ext_file "$name")")"
+            printf '%-14s external   %s\n' "$name" "$(sed -n 's/^export [A-Z_]*URL=//p' "$(ext_file "$name")")"
             continue
         fi
         resolve_ports "$name" restart
         pid=$(server_pid "$name")
         if [[ -n $pid ]]; then
-            printf '%-11s running    pid %-7s %s\n' "$name" "$pid" "$(managed_url "$name")"
+            printf '%-14s running    pid %-7s %s\n' "$name" "$pid" "$(managed_url "$name")"
         else
-            printf '%-11s stopped\n' "$name"
+            printf '%-14s stopped\n' "$name"
         fi
     done
     return 0

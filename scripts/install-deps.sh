@@ -15,6 +15,8 @@
 #   protobuf-compiler libprotobuf-dev  protoc + google/protobuf/*.proto for
 #                                    the etcd-client crate's build script
 #   faketime                         libfaketime: a test skews a child's clock
+#   redis-server (7.0)               Redis coordinator (brings redis-tools:
+#                                    redis-cli for readiness checks)
 #   curl                             readiness checks, Consul HTTP API
 #   consul (1.8.7)                   not in bookworm: installed from Debian 11
 #                                    (bullseye) through a temporary apt source
@@ -38,6 +40,7 @@ BOOKWORM_PKGS=(
     zookeeper libslf4j-java
     protobuf-compiler libprotobuf-dev
     faketime
+    redis-server
     curl ca-certificates
 )
 

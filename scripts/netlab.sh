@@ -4,8 +4,8 @@
 # to nothing else (nothing leaves the machine). Needs root and iproute2.
 #
 #   bash scripts/netlab.sh up KIND        # KIND: etcd, zookeeper or consul (3 members),
-#                                         # postgres or mariadb (one server), sqlite
-#                                         # (no server); + 3 client namespaces
+#                                         # postgres, mariadb or redis (one server),
+#                                         # sqlite (no server); + 3 client namespaces
 #   bash scripts/netlab.sh down           # stop everything, remove namespaces
 #   bash scripts/netlab.sh env            # print DLOCK_LAB_* variables
 #   bash scripts/netlab.sh leader         # the member that leads (m1..m3)
@@ -18,7 +18,7 @@
 #   heal                  every link up, every partition route removed
 #   kill MEMBER | restart MEMBER | stop MEMBER | cont MEMBER
 #   clock-step MEMBER SECONDS   MEMBER's wall clock jumps SECONDS ahead, for
-#                         good (SQL servers started with DLOCK_LAB_FAKETIME=1)
+#                         good (SQL and Redis servers up with DLOCK_LAB_FAKETIME=1)
 #
 # Partitions are blackhole routes inside the namespaces (this kernel has no
 # netem and no iptables). DLOCK_LAB_ID=N (0..99, default 0) names one lab of
@@ -26,8 +26,8 @@
 # 10.77.N.0/24. Member i is 10.77.N.1i, client i is 10.77.N.2i; the bridge
 # (root namespace) is 10.77.N.1.
 #
-# DLOCK_LAB_FAKETIME=1 at `up` runs the PostgreSQL or MariaDB server under
-# libfaketime (package faketime), its offset read from $RUN/clock-offset,
+# DLOCK_LAB_FAKETIME=1 at `up` runs the PostgreSQL, MariaDB or Redis server
+# under libfaketime (package faketime), its offset read from $RUN/clock-offset,
 # so that `clock-step` can step its wall clock while it runs. Its monotonic
 # clock stays real.
 set -euo pipefail
@@ -81,15 +81,16 @@ pidfile() { echo "$RUN/$1.pid"; }
 # few µs a query). FAKETIME_DONT_FAKE_MONOTONIC: the server's timers stay real.
 # FAKETIME_DISABLE_SHM: no shared semaphore (root would create it, and the
 # server, running as its own user, could not open it). The prefix goes right
-# before the server binary, after setpriv.
+# before the server binary, after setpriv. An argument is a library to
+# preload before libfaketime.
 faketime_prefix() {
     [[ ${DLOCK_LAB_FAKETIME:-0} == 1 ]] || return 0
-    local lib
+    local lib pre=${1:-}
     lib=$(ls /usr/lib/*/faketime/libfaketimeMT.so.1 2>/dev/null | head -1)
     [[ -n $lib ]] || die "DLOCK_LAB_FAKETIME=1: libfaketime not installed (scripts/install-deps.sh)"
     [[ -f $RUN/clock-offset ]] || echo "+0" > "$RUN/clock-offset"
     chmod 644 "$RUN/clock-offset"
-    echo env "LD_PRELOAD=$lib" "FAKETIME_TIMESTAMP_FILE=$RUN/clock-offset" \
+    echo env "LD_PRELOAD=${pre:+$pre:}$lib" "FAKETIME_TIMESTAMP_FILE=$RUN/clock-offset" \
         FAKETIME_NO_CACHE=1 FAKETIME_DONT_FAKE_MONOTONIC=1 FAKETIME_DISABLE_SHM=1
 }
 
@@ -98,7 +99,8 @@ server_epoch() {
     case $(kind) in
         postgres) pg_psql -d postgres -At -c "SELECT extract(epoch FROM clock_timestamp())::bigint" ;;
         mariadb) mariadb --no-defaults --socket="$RUN/my-m1/mysqld.sock" -uroot -N -e 'SELECT UNIX_TIMESTAMP()' ;;
-        *) die "clock-step: only the SQL servers run under libfaketime" ;;
+        redis) redis_epoch ;;
+        *) die "clock-step: only the SQL and Redis servers run under libfaketime" ;;
     esac
 }
 
@@ -398,6 +400,84 @@ SQL
 mariadb_leader() { echo m1; }
 mariadb_env() { echo "DLOCK_LAB_MYSQL_URL=mysql://dlock:dlock@$(ip_of m1):3306/dlock"; }
 
+# ------------------------------------------------------------------ Redis
+# One server (m1), as dlock-redis uses one, with the append-only file on so
+# that a kill -9 and restart keeps the locks. The clients log in as dlock
+# over the bridge. The default user is off, so nothing gets in without the
+# password, but keeps every permission: Redis 7.0 replays the AOF as the
+# default user and would otherwise drop every MULTI/EXEC block, and so every
+# script's writes, on a restart (see scripts/coordinators.sh). The script
+# itself talks to the server through a Unix socket, which a partition of the
+# bridge cannot cut (as for the SQL servers).
+redis_sock() { echo "$RUN/redis-m1/redis.sock"; }
+redis_cli_m1() {
+    timeout 2 redis-cli --no-auth-warning -s "$(redis_sock)" --user dlock --pass dlock "$@"
+}
+
+# Redis allocates with jemalloc, and jemalloc and libfaketime deadlock as
+# the server starts: each one's initialization calls into the other
+# (libfaketime issue #130). Under libfaketime Redis allocates with glibc's
+# malloc instead: libc_malloc_debug (glibc 2.34 and later) defines malloc
+# and its kin over glibc's allocator, and preloaded first it takes them from
+# jemalloc for Redis and every library it loads; jemalloc is then left with
+# Redis's allocator statistics only.
+redis_faketime_prefix() {
+    [[ ${DLOCK_LAB_FAKETIME:-0} == 1 ]] || return 0
+    local lib
+    lib=$(ls /usr/lib/*/libc_malloc_debug.so.0 2>/dev/null | head -1)
+    [[ -n $lib ]] || die "DLOCK_LAB_FAKETIME=1: Redis needs libc_malloc_debug.so.0 (glibc 2.34 or later)"
+    faketime_prefix "$lib"
+}
+
+start_redis_member() {
+    local m=$1 addr d pre
+    addr=$(ip_of "$m")
+    d=$RUN/redis-$m
+    # Assigned apart from `local`, so that set -e stops the script if it fails.
+    pre=$(redis_faketime_prefix)
+    mkdir -p "$d/data"
+    # user default off, without permissions, as coordinators.sh runs it:
+    # the AOF trap of redis/redis#14541 stays set under the nemesis too.
+    # protected-mode no: the clients are not on loopback. (Redis 7.0 lets
+    # them in anyway while the default user is off and has no "nopass";
+    # this keeps it so should the ACL lines change.)
+    cat > "$d/redis.conf" <<EOF
+bind $addr
+port 6379
+unixsocket $d/redis.sock
+unixsocketperm 700
+protected-mode no
+daemonize no
+logfile ""
+dir $d/data
+save ""
+appendonly yes
+appendfsync everysec
+maxclients 10000
+user default off
+user dlock on >dlock ~* &* +@all
+EOF
+    # shellcheck disable=SC2086 # the prefix is words on purpose
+    (exec ip netns exec "$(ns "$m")" $pre /usr/bin/redis-server "$d/redis.conf" \
+        >> "$d/log" 2>&1 < /dev/null) &
+    echo $! > "$(pidfile "$m")"
+}
+
+# TIME answers two lines, seconds and microseconds. redis-cli may exit 0
+# on an error reply, so insist on a number.
+redis_epoch() {
+    local t
+    t=$(redis_cli_m1 TIME) || return 1
+    t=${t%%$'\n'*}
+    [[ $t =~ ^[0-9]+$ ]] || return 1
+    echo "$t"
+}
+
+# PONG only once the AOF is replayed (before that Redis answers -LOADING).
+redis_healthy() { [[ $(redis_cli_m1 ping 2>/dev/null) == PONG ]]; }
+redis_leader() { echo m1; }
+redis_env() { echo "DLOCK_LAB_REDIS_URL=redis://dlock:dlock@$(ip_of m1):6379/0"; }
+
 # ------------------------------------------------------------------ SQLite
 # No server: the clients share one database file (SQLite's one host).
 start_sqlite_member() { :; }
@@ -406,11 +486,12 @@ sqlite_leader() { echo none; }
 sqlite_env() { echo "DLOCK_LAB_SQLITE_URL=sqlite://$RUN/sqlite/lab.db"; }
 
 # ------------------------------------------------------------------ any kind
-# The members a kind runs: three for the clusters, one server for SQL.
+# The members a kind runs: three for the clusters, one server for SQL and
+# Redis.
 members_of() {
     case $1 in
         etcd | zookeeper | consul) echo "${MEMBERS[@]}" ;;
-        postgres | mariadb) echo m1 ;;
+        postgres | mariadb | redis) echo m1 ;;
         sqlite) mkdir -p "$RUN/sqlite" && chmod 777 "$RUN/sqlite"; echo m1 ;;
     esac
 }
@@ -481,8 +562,8 @@ case $cmd in
     up)
         k=${1:-etcd}
         case $k in
-            etcd | zookeeper | consul | postgres | mariadb | sqlite) ;;
-            *) die "up: KIND is etcd, zookeeper, consul, postgres, mariadb or sqlite" ;;
+            etcd | zookeeper | consul | postgres | mariadb | redis | sqlite) ;;
+            *) die "up: KIND is etcd, zookeeper, consul, postgres, mariadb, redis or sqlite" ;;
         esac
         down
         mkdir -p "$RUN"

@@ -4,9 +4,10 @@
 #   bash scripts/test.sh
 #
 # 1. installs the Debian packages the tests need when missing (install-deps.sh),
-# 2. starts PostgreSQL, MariaDB, etcd, ZooKeeper and Consul on loopback
-#    (coordinators.sh; a DLOCK_TEST_<X>_URL already set in the environment
-#    means "use that server instead"), and reads .run/env,
+# 2. starts PostgreSQL, MariaDB, etcd, ZooKeeper, Consul and Redis (one with
+#    AOF, one without) on loopback (coordinators.sh; a DLOCK_TEST_<X>_URL
+#    already set in the environment means "use that server instead"), and
+#    reads .run/env,
 # 3. runs the whole workspace's tests with all backends (the conformance
 #    suite runs unchanged against every coordinator), then the fault tests
 #    that restart coordinators, one at a time, then the fault lab (clusters
@@ -31,7 +32,8 @@ source .run/env
 # Every coordinator must be configured: a suite that cannot reach its
 # coordinator fails; it never skips.
 for v in DLOCK_TEST_POSTGRES_URL DLOCK_TEST_MYSQL_URL DLOCK_TEST_ETCD_URL \
-         DLOCK_TEST_ZOOKEEPER_URL DLOCK_TEST_CONSUL_URL; do
+         DLOCK_TEST_ZOOKEEPER_URL DLOCK_TEST_CONSUL_URL \
+         DLOCK_TEST_REDIS_URL DLOCK_TEST_REDIS_VOLATILE_URL; do
     if [[ -z "${!v:-}" ]]; then
         echo "test.sh: $v is not set after starting the coordinators" >&2
         exit 1

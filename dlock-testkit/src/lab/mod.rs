@@ -83,7 +83,8 @@ enum Trial {
     /// `checker_catches_a_seeded_stuck_lock`: on a backend keeping locks
     /// past their lease (`seeded::Seeded::StuckLeases`).
     SeededStuck,
-    /// `clock_step`: the SQL server under libfaketime, its clock stepped.
+    /// `clock_step`: the SQL or Redis server under libfaketime, its clock
+    /// stepped.
     ClockStep,
 }
 
@@ -171,8 +172,8 @@ impl Lab {
     }
 
     /// The coordinator `netlab.sh` starts (`up KIND`): `etcd`, `zookeeper`,
-    /// `consul` (3 members), `postgres`, `mariadb` (one server), `sqlite`
-    /// (none). Default: the backend's name.
+    /// `consul` (3 members), `postgres`, `mariadb`, `redis` (one server),
+    /// `sqlite` (none). Default: the backend's name.
     pub fn cluster(mut self, kind: &'static str) -> Self {
         self.cluster = kind;
         self
@@ -187,12 +188,12 @@ impl Lab {
     }
 
     /// Also run `lab::<backend>::clock_step`: the server (PostgreSQL,
-    /// MariaDB) runs under libfaketime and its wall clock is stepped forward
-    /// by two leases, twice. That is the documented limit of coordinators
-    /// that time leases by wall clock (README, "Guarantees and their
-    /// limits"): the trial reports the overlaps it causes, and fails only on
-    /// what fencing must still prevent (a lower token accepted, tokens not
-    /// increasing) and on hangs and worker failures.
+    /// MariaDB, Redis) runs under libfaketime and its wall clock is stepped
+    /// forward by two leases, twice. That is the documented limit of
+    /// coordinators that time leases by wall clock (README, "Guarantees and
+    /// their limits"): the trial reports the overlaps it causes, and fails
+    /// only on what fencing must still prevent (a lower token accepted,
+    /// tokens not increasing) and on hangs and worker failures.
     pub fn clock_step(mut self) -> Self {
         self.clock_step = true;
         self
@@ -215,6 +216,7 @@ impl Lab {
             "mysql" => 5,
             "sqlite" => 6,
             "memory" => 7,
+            "redis" => 8,
             _ => 9,
         };
         match trial {
@@ -227,14 +229,14 @@ impl Lab {
 
     /// A 3-member cluster (etcd, ZooKeeper, Consul), not one server or file.
     fn is_cluster(&self) -> bool {
-        !matches!(self.cluster, "postgres" | "mariadb" | "sqlite")
+        !matches!(self.cluster, "postgres" | "mariadb" | "redis" | "sqlite")
     }
 
     /// The schedule: every fault kind the topology has, once.
     fn schedule(&self) -> Vec<Fault> {
         match self.cluster {
             // One server: it is killed and stopped, clients cut from it.
-            "postgres" | "mariadb" => {
+            "postgres" | "mariadb" | "redis" => {
                 return vec![
                     Fault::PartitionClient("c3".into()),
                     Fault::KillLeader,
@@ -403,8 +405,9 @@ impl Lab {
             .map_err(|e| e.to_string())?;
         let report = rt.block_on(self.drive_in(netlab, env, schedule, seeded))?;
         let accepted = self.accepted();
-        // One server (SQL) keeps its lease deadlines across a restart; a
-        // cluster's new leader restarts its lease timers.
+        // One server (SQL, Redis with its append-only file) keeps its lease
+        // deadlines across a restart; a cluster's new leader restarts its
+        // lease timers.
         let leader_changes: Vec<(u128, u128)> = if self.is_cluster() {
             report
                 .faults
@@ -424,7 +427,7 @@ impl Lab {
         };
         let violations = check::check(&history, &accepted);
         let topology = match self.cluster {
-            "postgres" | "mariadb" => "one server",
+            "postgres" | "mariadb" | "redis" => "one server",
             "sqlite" => "one database file",
             _ => "3-member cluster",
         };
@@ -682,8 +685,8 @@ pub struct Netlab {
     pub script: PathBuf,
     /// `DLOCK_LAB_ID`.
     pub id: u8,
-    /// `DLOCK_LAB_FAKETIME=1`: `up` starts SQL servers under libfaketime,
-    /// so that `clock-step` can step their clock.
+    /// `DLOCK_LAB_FAKETIME=1`: `up` starts SQL and Redis servers under
+    /// libfaketime, so that `clock-step` can step their clock.
     pub faketime: bool,
 }
 

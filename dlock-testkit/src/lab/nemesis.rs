@@ -40,9 +40,9 @@ pub enum Fault {
     /// A client's connections dropped, once a second (it reconnects).
     ResetClient(String),
     /// The server's wall clock stepped forward by two leases, for good
-    /// (SQL servers under libfaketime: README, "Guarantees and their
-    /// limits"). Live leases there end early while their holders, timing
-    /// themselves locally, still count them valid.
+    /// (SQL and Redis servers under libfaketime: README, "Guarantees and
+    /// their limits"). Live leases there end early while their holders,
+    /// timing themselves locally, still count them valid.
     StepServerClock,
 }
 
