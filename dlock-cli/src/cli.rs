@@ -24,7 +24,8 @@ Examples:
   dlock release import --force
 
 URL schemes: sqlite://file.db, sqlite:///abs/path.db, postgres://, mysql://,
-mariadb://, etcd://, zk://, consul:// (as far as this build includes them).";
+mariadb://, etcd://, zk://, consul://, redis://, rediss:// (as far as this build
+includes them).";
 
 /// `dlock`: distributed locks for shell scripts and cron lines.
 ///

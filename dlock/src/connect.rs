@@ -60,6 +60,12 @@ pub const SCHEMES: &[BackendScheme] = &[
         feature: "consul",
         enabled: cfg!(feature = "consul"),
     },
+    BackendScheme {
+        backend: "redis",
+        schemes: &["redis", "rediss", "valkey", "valkeys"],
+        feature: "redis",
+        enabled: cfg!(feature = "redis"),
+    },
 ];
 
 /// The URL schemes this build accepts.
@@ -168,6 +174,12 @@ async fn connect_enabled(backend: &str, url: &str, options: &ConnectOptions) -> 
     #[cfg(feature = "consul")]
     if backend == "consul" {
         return dlock_consul::connect_with(url, options)
+            .await
+            .map(Locker::from_arc);
+    }
+    #[cfg(feature = "redis")]
+    if backend == "redis" {
+        return dlock_redis::connect_with(url, options)
             .await
             .map(Locker::from_arc);
     }

@@ -69,3 +69,8 @@ pub use dlock_zookeeper as zookeeper;
 #[cfg(feature = "consul")]
 #[cfg_attr(docsrs, doc(cfg(feature = "consul")))]
 pub use dlock_consul as consul;
+
+/// The Redis / Valkey adapter.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use dlock_redis as redis;
