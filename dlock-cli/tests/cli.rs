@@ -473,7 +473,7 @@ fn lock_errors_usage_errors_and_missing_commands() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (c, e) = code(&["status", "x"], Some("redis://127.0.0.1:1"));
+    let (c, e) = code(&["status", "x"], Some("mongodb://127.0.0.1:1"));
     assert_eq!(c, Some(LOCK_ERROR), "{e}");
     assert!(
         e.contains("unknown URL scheme") && e.contains("sqlite"),

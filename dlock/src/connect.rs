@@ -196,11 +196,32 @@ mod tests {
     async fn malformed_and_unknown_schemes_are_clear_errors() {
         let e = connect("no-scheme-here").await.unwrap_err().to_string();
         assert!(e.contains("not a lock URL"), "{e}");
-        let e = connect("redis://127.0.0.1").await.unwrap_err().to_string();
+        let e = connect("mongodb://127.0.0.1")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("unknown URL scheme") && e.contains("sqlite"),
             "{e}"
         );
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn redis_urls_reach_the_redis_backend() {
+        for url in ["redis://127.0.0.1:1/0", "valkey://127.0.0.1:1"] {
+            let e = connect(url).await.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::Connect {
+                        backend: "redis",
+                        ..
+                    }
+                ),
+                "{url}: {e}"
+            );
+        }
     }
 
     #[tokio::test]
