@@ -177,7 +177,9 @@ impl Drop for Subscription {
         if single {
             // Its query ends when this receiver is dropped (tx.closed()).
             st.singles -= 1;
-        } else {
+        } else if !st.keys.values().any(|w| !w.single) {
+            // The last overflow key: the prefix query in flight serves
+            // nobody now. (Any other leaving key just stops being served.)
             self.inner.overflow_changed.notify_one();
         }
     }
@@ -197,7 +199,7 @@ fn publish(tx: &watch::Sender<LastRead>, read: Option<KvEntry>) {
 
 /// Whether `new_index` is a change after `index`, and the index to block
 /// on next (Consul's rule: start over when the index went backwards).
-fn next_index(index: u64, new_index: u64) -> (bool, u64) {
+pub(crate) fn next_index(index: u64, new_index: u64) -> (bool, u64) {
     let changed = new_index != index;
     (changed, if new_index < index { 0 } else { new_index })
 }
@@ -237,30 +239,61 @@ async fn watch_one(http: Http, key: String, tx: Arc<watch::Sender<LastRead>>) {
     }
 }
 
-/// The keys the prefix watch serves, or `None` (and the watch marked
-/// stopped) when there are none left.
-fn overflow_keys(inner: &Inner) -> Option<Vec<(String, Arc<watch::Sender<LastRead>>)>> {
+/// Whether the prefix watch still serves a key; marks it stopped when not,
+/// under the lock a new overflow subscriber takes to decide whether to
+/// start one, so no key is ever left unserved.
+fn overflow_left(inner: &Inner) -> bool {
     let mut st = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
-    let keys: Vec<_> = st
-        .keys
+    let any = st.keys.values().any(|w| !w.single);
+    if !any {
+        st.overflow_running = false;
+    }
+    any
+}
+
+/// The keys the prefix watch serves now.
+fn overflow_keys(inner: &Inner) -> Vec<(String, Arc<watch::Sender<LastRead>>)> {
+    let st = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+    st.keys
         .iter()
         .filter(|(_, w)| !w.single)
         .map(|(k, w)| (k.clone(), w.tx.clone()))
-        .collect();
-    if keys.is_empty() {
-        st.overflow_running = false;
-        return None;
+        .collect()
+}
+
+/// Marks the prefix watch stopped if its task ends without saying so
+/// itself (a runtime shutting down drops it mid-await), so that the next
+/// overflow subscriber starts a new one.
+struct OverflowTask {
+    inner: Arc<Inner>,
+    stopped: bool,
+}
+
+impl Drop for OverflowTask {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let mut st = self
+                .inner
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            st.overflow_running = false;
+        }
     }
-    Some(keys)
 }
 
 /// The blocking query on the whole prefix, for the keys beyond
 /// [`SINGLE_WATCHES`], until none is left.
 async fn watch_overflow(inner: Arc<Inner>) {
+    let mut task = OverflowTask {
+        inner: inner.clone(),
+        stopped: false,
+    };
     let mut index = 0u64;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
-        if overflow_keys(&inner).is_none() {
+        if !overflow_left(&inner) {
+            task.stopped = true;
             return;
         }
         let started = Instant::now();
@@ -279,10 +312,7 @@ async fn watch_overflow(inner: Arc<Inner>) {
                 // that came (and was lost) meanwhile hears of it at once.
                 // A read older than its acquire cannot report a false
                 // loss: the loss watch confirms with a consistent read.
-                let Some(keys) = overflow_keys(&inner) else {
-                    return;
-                };
-                for (key, tx) in &keys {
+                for (key, tx) in &overflow_keys(&inner) {
                     publish(tx, by_key.remove(key));
                 }
                 let (changed, next) = next_index(index, new_index);

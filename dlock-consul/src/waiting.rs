@@ -3,7 +3,7 @@
 //! watches its backend's guards share (key_watch.rs).
 
 use crate::backend::ConsulBackend;
-use crate::key_watch::MIN_ROUND;
+use crate::key_watch::{next_index, MIN_ROUND};
 use crate::record::Holder;
 use crate::KIND;
 use dlock_core::backoff::Backoff;
@@ -42,10 +42,9 @@ impl ConsulBackend {
             if entry.as_ref().and_then(|e| e.holder()).is_none() {
                 return Ok(());
             }
-            let unchanged = new_index == index;
-            // An index that goes backwards (a restored snapshot) restarts the watch.
-            index = if new_index < index { 0 } else { new_index };
-            if (unchanged || index == 0) && started.elapsed() < MIN_ROUND {
+            let (changed, next) = next_index(index, new_index);
+            index = next;
+            if (!changed || index == 0) && started.elapsed() < MIN_ROUND {
                 let pause = jittered(MIN_ROUND * 2).min(left);
                 tokio::time::sleep(pause).await;
             }

@@ -414,13 +414,7 @@ mod tests {
     }
 
     fn kill(target: &str, from: u128, to: u128) -> Injected {
-        Injected {
-            fault: Fault::KillLeader,
-            target: target.into(),
-            error: None,
-            from_ns: from,
-            to_ns: to,
-        }
+        fault(Fault::KillLeader, target, from, to)
     }
 
     #[test]
