@@ -14,8 +14,8 @@
 #    name over BENCH_WAITER_CONNECTIONS (8), counting the acquire requests
 #    each release costs (dlock_testkit::bench::scale),
 # 3. runs the peers (scripts/bench/peers.sh: ShedLock's statements,
-#    pg_advisory_lock, GET_LOCK, Curator, kazoo, python etcd3 and Consul
-#    clients) with the same definitions,
+#    pg_advisory_lock, GET_LOCK, Curator, kazoo, python etcd3, Consul and
+#    redis-py clients) with the same definitions,
 # 4. prints the tables (scripts/bench/table.py) and writes the JSON lines
 #    (default .run/bench/results.jsonl) and, with --svg, a chart.
 #
@@ -47,7 +47,7 @@ mkdir -p "$(dirname "$out")"
 export DLOCK_BENCH_JSON
 DLOCK_BENCH_JSON=$(readlink -f "$out")
 # One bench at a time: they share two cores with the servers.
-for b in "dlock-sql sql" "dlock-etcd etcd" "dlock-zookeeper zookeeper" "dlock-consul consul"; do
+for b in "dlock-sql sql" "dlock-etcd etcd" "dlock-zookeeper zookeeper" "dlock-consul consul" "dlock-redis redis"; do
     read -r crate bench <<< "$b"
     cargo bench -p "$crate" --all-features --bench "$bench"
 done

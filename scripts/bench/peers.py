@@ -263,6 +263,36 @@ class ConsulLock:
         pass
 
 
+class RedisPyLock:
+    """redis-py's Lock: SET NX PX to take, Lua scripts to extend and release
+    (matched on a random token), no fencing token. Its blocking acquire
+    polls; `sleep` set to ShedLock's 10 ms retry (its default is 100 ms)."""
+    BACKEND, LABEL = "redis", "redis-py Lock, SET NX PX (contended: 10 ms retry)"
+    setup = staticmethod(lambda run: None)
+
+    @staticmethod
+    def client():
+        import redis
+        return redis.Redis.from_url(os.environ["DLOCK_TEST_REDIS_URL"])
+
+    @classmethod
+    def teardown(cls, run):
+        cls.client().delete(run["name"])
+
+    def __init__(self, run, who):
+        self.r = self.client()
+        self.lock = self.r.lock(run["name"], timeout=AT_MOST, sleep=RETRY)
+
+    def acquire(self, wait):
+        return self.lock.acquire(blocking=wait)
+
+    def release(self):
+        self.lock.release()
+
+    def close(self):
+        self.r.close()
+
+
 class CuratorMutex(KazooLock):
     """Apache Curator InterProcessMutex (Java, curator/CuratorBench.java);
     raw samples come back over stdout. Cleanup reuses kazoo."""
@@ -280,6 +310,7 @@ PEERS = {
     "pg-shedlock": PgShedLock, "pg-advisory": PgAdvisory,
     "mysql-shedlock": MyShedLock, "mysql-getlock": MyGetLock,
     "etcd": EtcdLock, "zk-kazoo": KazooLock, "zk-curator": CuratorMutex, "consul": ConsulLock,
+    "redis-py": RedisPyLock,
 }
 
 

@@ -15,9 +15,9 @@ import json
 import sys
 from collections import defaultdict
 
-ORDER = ["postgres", "mysql", "sqlite", "etcd", "zookeeper", "consul"]
+ORDER = ["postgres", "mysql", "sqlite", "etcd", "zookeeper", "consul", "redis"]
 NAMES = {"postgres": "PostgreSQL", "mysql": "MariaDB", "sqlite": "SQLite",
-         "etcd": "etcd", "zookeeper": "ZooKeeper", "consul": "Consul"}
+         "etcd": "etcd", "zookeeper": "ZooKeeper", "consul": "Consul", "redis": "Redis"}
 
 
 def load(path):
