@@ -8,9 +8,10 @@
 
 mod common;
 
-use common::{consul_url, env};
+use common::consul_url;
 use dlock_consul::ConsulBackend;
 use dlock_core::{FencingToken, LockBackend, LockGuard, LockName, LockSpec, Locker};
+use dlock_testkit::coordinators::coordinators;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,24 +19,6 @@ use std::time::{Duration, Instant};
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const LEASE: Duration = Duration::from_secs(10);
-
-async fn coordinators(args: &[&str]) {
-    let script = env("DLOCK_TEST_COORDINATORS");
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let shown = args.join(" ");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(script).args(&args).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "coordinators.sh {shown} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Waits until the agent answers a consistent read again.
 async fn until_serving(url: &str) {

@@ -7,6 +7,7 @@
 
 use dlock_core::{LockBackend, LockGuard, Locker};
 use dlock_etcd::EtcdBackend;
+use dlock_testkit::coordinators::{coordinators, env_var as env};
 use dlock_testkit::{check_history, Hold};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,27 +15,6 @@ use std::time::{Duration, Instant};
 
 /// Both tests bounce the same server: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn env(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run scripts/test.sh, or `. .run/env` after scripts/coordinators.sh start")
-    })
-}
-
-fn coordinators(args: &[&str]) {
-    let script = env("DLOCK_TEST_COORDINATORS");
-    let out = std::process::Command::new(&script)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn url() -> String {
     format!(
@@ -205,7 +185,7 @@ async fn hard_restart_while_guards_are_held_and_waiters_wait() {
     assert!(hot_before > 0, "workers made no progress before the fault");
 
     let t_fault = Instant::now();
-    coordinators(&["restart", "--hard", "etcd"]);
+    coordinators(&["restart", "--hard", "etcd"]).await;
     let outage = t_fault.elapsed();
     eprintln!("etcd restarted (kill -9 + start) in {outage:?}");
 
@@ -294,14 +274,14 @@ async fn etcd_down_longer_than_the_lease() {
         .unwrap();
     let token = g.token();
 
-    coordinators(&["kill", "etcd"]);
+    coordinators(&["kill", "etcd"]).await;
     let t_kill = Instant::now();
     // While etcd is down: the guard reports the loss within its lease (plus
     // scheduling), and a contender gets an error, never "held by someone".
     let reason = tokio::time::timeout(Duration::from_secs(4), g.lost().wait()).await;
     let down = t_kill.elapsed();
     let contender = a.try_lock("y", Duration::from_secs(2)).await;
-    coordinators(&["start", "etcd"]);
+    coordinators(&["start", "etcd"]).await;
     let reason = reason.expect("lost() did not fire while etcd was down");
     eprintln!("lost after {down:?}: {reason}");
     assert!(!g.is_held());

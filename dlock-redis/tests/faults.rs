@@ -8,16 +8,11 @@
 
 use dlock_core::{Error, LockBackend, LockName, LockSpec};
 use dlock_redis::RedisBackend;
+use dlock_testkit::coordinators::{coordinators, env_var as env};
 use std::time::{Duration, Instant};
 
 /// The cases restart shared servers: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn env(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run scripts/coordinators.sh start and source .run/env")
-    })
-}
 
 fn url(var: &str, extra: &str) -> String {
     format!(
@@ -25,24 +20,6 @@ fn url(var: &str, extra: &str) -> String {
         env(var),
         dlock_testkit::namespace_id()
     )
-}
-
-async fn coordinators(args: &[&str]) {
-    let script = env("DLOCK_TEST_COORDINATORS");
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let shown = args.join(" ");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(script).args(&args).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "coordinators.sh {shown} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Retries `f` until it succeeds (the server is back), for up to 30 s.

@@ -11,37 +11,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use dlock_core::{LockBackend, LockGuard, Locker};
+use dlock_testkit::coordinators::{coordinators, env_var as env};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn env(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run scripts/test.sh, or source .run/env after scripts/coordinators.sh start")
-    })
-}
 
 fn with_query(url: &str, q: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{q}")
-}
-
-async fn restart(args: &[&str]) -> Duration {
-    let script = env("DLOCK_TEST_COORDINATORS");
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let t0 = Instant::now();
-    let out = tokio::process::Command::new(&script)
-        .arg("restart")
-        .args(&args)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} restart {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    t0.elapsed()
 }
 
 /// Waits until the server answers again through `b` (fresh connections).
@@ -143,7 +119,7 @@ async fn restart_while_held(url_var: &str, restart_args: &[&str]) {
         .unwrap();
     let (t_long, t_short) = (long.token(), short.token());
 
-    let took = restart(restart_args).await;
+    let took = coordinators(&[&["restart"], restart_args].concat()).await;
     eprintln!("restart {restart_args:?} took {took:?}");
     let t_up = dlock_core::BootInstant::now();
     wait_until_up(&b_backend).await;

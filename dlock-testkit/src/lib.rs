@@ -23,6 +23,7 @@ pub mod bench;
 mod broken_coordinator_cases;
 mod cases;
 mod child;
+pub mod coordinators;
 mod ctx;
 mod delayed_extend;
 mod history;
