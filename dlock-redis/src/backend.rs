@@ -15,12 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::broadcast::error::RecvError;
 
-/// The oldest server this adapter runs on: 7.0 (`PEXPIRE ... GT`).
+/// The oldest server this adapter runs on: 7.0, where scripts always
+/// replicate (and write to the AOF) their effects, not their source, so a
+/// script may read `TIME` before it writes.
 pub const MIN_SERVER_VERSION: (u32, u32) = (7, 0);
 
-/// The longest lease accepted: 100 years, far below where Redis's
-/// millisecond expiry (now + lease, a signed 64-bit number) overflows and
-/// the server would refuse the request.
+/// The longest lease accepted: 100 years. The scripts count time in µs as
+/// Lua doubles, exact below 2^53 µs (year 2255); now + 100 years stays
+/// well below that.
 pub const MAX_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// How many keys one `SCAN` step of `list` asks for.
@@ -112,6 +114,7 @@ impl RedisBackend {
             redis::cmd("INFO")
                 .arg("server")
                 .arg("persistence")
+                .arg("memory")
                 .query_async(&mut conn),
         )
         .await?;
@@ -271,7 +274,21 @@ fn check_server(config: &RedisConfig, target: &str, info: &str) -> Result<()> {
             KIND,
             format!(
                 "the server at {target} reports Redis {version}; dlock needs Redis 7.0 or later \
-                 (or Valkey 7.2+) for PEXPIRE ... GT"
+                 (or Valkey 7.2+), whose scripts replicate their effects"
+            ),
+        ));
+    }
+    // The lock hashes have no expiry, so volatile-* policies never touch
+    // them; allkeys-* ones may evict a held lock and its token counter.
+    let policy = field("maxmemory_policy").unwrap_or("noeviction");
+    if policy.starts_with("allkeys") {
+        return Err(Error::unsupported(
+            KIND,
+            format!(
+                "the server at {target} evicts any key under memory pressure (maxmemory-policy \
+                 {policy}): it could drop a held lock, and its token counter, while the holder \
+                 still runs. Use noeviction or a volatile-* policy (CONFIG SET maxmemory-policy \
+                 noeviction), or a Redis of its own for locks"
             ),
         ));
     }
@@ -309,12 +326,13 @@ impl LockBackend for RedisBackend {
 
     fn capabilities(&self) -> Capabilities {
         let mut c = Capabilities::new();
-        // PX / PEXPIRE count whole milliseconds.
+        // Leases travel to the scripts in whole milliseconds.
         c.lease_granularity = Duration::from_millis(1);
         c.min_lease = Duration::from_millis(1);
         c.max_lease = Some(MAX_LEASE);
-        // Redis checks a key's expiry on every access, so a lapsed lease is
-        // free to the very next acquire; the slack covers the request.
+        // Every script compares the lease's end with the server's TIME, so
+        // a lapsed lease is free to the very next acquire; the slack covers
+        // the request.
         c.expiry_slack = Duration::from_millis(50);
         c.at_least_slack = Duration::from_millis(50);
         c.release_notifies_waiters = true;
@@ -438,7 +456,7 @@ impl LockBackend for RedisBackend {
     async fn wait_for_release(&self, name: &LockName, max_wait: Duration) -> Result<()> {
         // Listening before the lock is read, so a release in between still
         // wakes this waiter.
-        let notices = self.inner.feed.listen().await;
+        let notices = self.inner.feed.listen(max_wait).await;
         let Some(held_for) = self.remaining(name).await? else {
             return Ok(());
         };

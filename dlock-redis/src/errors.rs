@@ -78,8 +78,8 @@ fn refusal(e: &RedisError) -> Option<&'static str> {
     if e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm) || code == "NOPERM" {
         return Some(
             "the ACL user lacks a permission dlock needs: grant it the keys <prefix>:*, \
-             the channel <prefix>:released and the commands EVALSHA, EVAL, SCRIPT, \
-             SCAN, PUBLISH, SUBSCRIBE, PING and INFO",
+             the channel <prefix>:released and the commands EVALSHA, EVAL, SCRIPT, HGET, \
+             HMGET, HSET, TIME, SCAN, PUBLISH, SUBSCRIBE, PING and INFO (or +@all)",
         );
     }
     None

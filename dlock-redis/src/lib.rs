@@ -39,11 +39,12 @@
 //!   transaction on loading the file when the `default` user is disabled,
 //!   which is a common hardening step, and locks would then vanish in a
 //!   restart. So every script writes with a single `HSET`.
-//! - **Waiting**: the release script publishes the name on
-//!   `<prefix>:released`; one subscription per backend wakes its waiters.
+//! - **Waiting**: every release publishes the name on `<prefix>:released`
+//!   (one that leaves the lock taken until `at_least` ends too, so waiters
+//!   learn the new end); one subscription per backend wakes its waiters.
 //!   A lock that frees itself when its time runs out publishes nothing: a
-//!   waiter reads how long the lock stays taken first, and wakes when that
-//!   runs out. Keyspace notifications are not needed.
+//!   waiter reads the lock's end first, and wakes when it comes.
+//!   Keyspace notifications are not needed.
 //! - **Loss**: there is no push signal of a lost lease; a guard learns of
 //!   it at its next extension, and its local validity (counted from the
 //!   request's send instant, below the server's expiry) ends `is_held()`
@@ -63,6 +64,9 @@
 //!   writes, so a token may repeat after a power loss; `appendfsync always`
 //!   closes that at the cost of an fsync per acquire. A killed or
 //!   restarted *process* loses nothing either way.
+//! - **Eviction.** The lock hashes never expire, so `noeviction` and the
+//!   `volatile-*` policies leave them alone; an `allkeys-*` policy could
+//!   evict a held lock and its counter, and dlock refuses such a server.
 //! - **Replicas and failover.** Replication is asynchronous. If a primary
 //!   fails and a replica (Sentinel, a managed service's failover) takes
 //!   over, acquisitions the replica had not received are lost: the lock
@@ -87,7 +91,7 @@
 //! rustls with the ring provider); see [`RedisConfig`] for the options.
 //! Needs Redis 7.0+ (or Valkey 7.2+) and, with an ACL, the keys
 //! `<prefix>:*`, the channel `<prefix>:released` and the commands EVALSHA,
-//! EVAL, SCRIPT, SCAN, PUBLISH, SUBSCRIBE, PING and INFO.
+//! EVAL, SCRIPT, HGET, HMGET, HSET, TIME, SCAN, PUBLISH, SUBSCRIBE, PING and INFO.
 
 mod backend;
 mod config;

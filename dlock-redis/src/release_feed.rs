@@ -7,12 +7,15 @@
 //! message per subscribed connection, not per waiter). Each notice goes to
 //! every waiter of this backend, which keeps those for its own name.
 //!
-//! A lock that frees itself (its lease or `at_least` running out) publishes
-//! nothing: the waiter read the key's remaining time before it waited and
-//! wakes when that runs out. While the subscription is down, waiters poll.
+//! Every release publishes, also one that leaves the lock taken until
+//! `at_least` ends, so a waiter looks again and learns the new end. A lock
+//! that frees itself (its lease or `at_least` running out) publishes
+//! nothing: the waiter read the lock's end before it waited and wakes when
+//! that comes. While the subscription is down, waiters poll.
 
 use crate::errors::connect_error;
 use futures::StreamExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -53,7 +56,9 @@ pub(crate) struct ReleaseFeed {
     notices: broadcast::Sender<Arc<str>>,
     /// Whether the subscription is up; the task starts with the first waiter.
     state: watch::Sender<State>,
-    started: std::sync::Once,
+    /// Whether the subscription's task runs. Cleared when it ends (its
+    /// runtime shut down), so the next waiter starts another.
+    running: AtomicBool,
 }
 
 impl ReleaseFeed {
@@ -72,24 +77,28 @@ impl ReleaseFeed {
             request_timeout,
             notices: broadcast::channel(BACKLOG).0,
             state: watch::channel(State::Starting).0,
-            started: std::sync::Once::new(),
+            running: AtomicBool::new(false),
         })
     }
 
     /// Notices of releases from now on, or `None` while the subscription is
     /// down (the caller polls). The first call starts the subscription;
     /// until its first attempt ends, callers wait for it (up to the connect
-    /// and request deadlines).
-    pub(crate) async fn listen(self: &Arc<Self>) -> Option<broadcast::Receiver<Arc<str>>> {
-        self.started.call_once(|| {
+    /// and request deadlines, and never longer than `max_wait`).
+    pub(crate) async fn listen(
+        self: &Arc<Self>,
+        max_wait: Duration,
+    ) -> Option<broadcast::Receiver<Arc<str>>> {
+        if !self.running.swap(true, Ordering::SeqCst) {
+            self.state.send_replace(State::Starting);
             tokio::spawn(subscribe_loop(Arc::downgrade(self)));
-        });
+        }
         // Taken before looking at the state, so a notice published once
         // the subscription is up is not missed.
         let rx = self.notices.subscribe();
         let mut state = self.state.subscribe();
         let _ = tokio::time::timeout(
-            self.connect_timeout + self.request_timeout,
+            (self.connect_timeout + self.request_timeout).min(max_wait),
             state.wait_for(|s| *s != State::Starting),
         )
         .await;
@@ -98,8 +107,24 @@ impl ReleaseFeed {
     }
 }
 
+/// Marks the subscription down when its task ends, however it ends (the
+/// backend gone, or its runtime shutting down mid-await): waiters then poll,
+/// are told to look again, and the next one starts a new task.
+struct Running(Weak<ReleaseFeed>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.upgrade() {
+            f.state.send_replace(State::Down);
+            let _ = f.notices.send(ANY.into());
+            f.running.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Keeps the subscription up for as long as its backend lives.
 async fn subscribe_loop(feed: Weak<ReleaseFeed>) {
+    let _running = Running(feed.clone());
     let mut resubscribed = false;
     loop {
         let Some(f) = feed.upgrade() else { return };

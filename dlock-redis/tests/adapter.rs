@@ -89,6 +89,127 @@ async fn a_server_without_an_append_only_file_is_refused_unless_the_url_accepts_
     RedisBackend::connect(&url("DLOCK_TEST_REDIS_URL"))
         .await
         .unwrap();
+
+    // A policy that may evict any key could drop a held lock: refused too.
+    // (Here, on the volatile server, so no other test sees the setting.)
+    let mut admin = raw_connection("DLOCK_TEST_REDIS_VOLATILE_URL").await;
+    let set = |policy: &'static str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(policy)
+            .clone()
+    };
+    set("allkeys-lru")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let refused = RedisBackend::connect(&format!("{volatile}&require_aof=false")).await;
+    set("noeviction")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let e = refused.unwrap_err();
+    assert!(matches!(e, Error::Unsupported { .. }), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("maxmemory-policy allkeys-lru"),
+        "{e:#}"
+    );
+}
+
+/// A plain redis-rs connection to the server of `var`.
+async fn raw_connection(var: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(env(var))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_release_within_at_least_tells_waiters_when_the_lock_frees() {
+    let u = url("DLOCK_TEST_REDIS_URL");
+    let holder = RedisBackend::connect(&u).await.unwrap();
+    let waiter = RedisBackend::connect(&u).await.unwrap();
+    let long = spec("held-at-least", Duration::from_secs(60))
+        .with_at_least(Duration::from_secs(2))
+        .unwrap();
+    let lease = holder.try_acquire(&long).await.unwrap().unwrap();
+    let t0 = Instant::now();
+    let w = waiter.clone();
+    let got = tokio::spawn(async move {
+        let mine = spec("held-at-least", Duration::from_secs(10));
+        loop {
+            if let Some(l) = w.try_acquire(&mine).await.unwrap() {
+                return (Instant::now(), l);
+            }
+            w.wait_for_release(&mine.name, Duration::from_secs(30))
+                .await
+                .unwrap();
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    holder.release(&lease).await.unwrap();
+    let (at, l) = got.await.unwrap();
+    // Taken at the end of at_least (2 s), not when the waiter's first read
+    // said the 60 s lease would end (30 s, its wait).
+    let took = at - t0;
+    assert!(
+        took >= Duration::from_millis(1900),
+        "taken after {took:?}, inside at_least"
+    );
+    assert!(took < Duration::from_secs(10), "taken only after {took:?}");
+    assert!(l.token > lease.token);
+}
+
+#[tokio::test]
+async fn keys_another_program_wrote_under_the_prefix_break_nothing() {
+    let u = url("DLOCK_TEST_REDIS_URL");
+    let b = RedisBackend::connect(&u).await.unwrap();
+    let prefix = b.config().prefix.clone();
+    let mut conn = raw_connection("DLOCK_TEST_REDIS_URL").await;
+    // A string where a lock hash would be, and a hash in another layout.
+    redis::cmd("SET")
+        .arg(format!("{prefix}:lock:a-string"))
+        .arg("x")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("HSET")
+        .arg(format!("{prefix}:lock:odd"))
+        .arg("until")
+        .arg("soon")
+        .arg("id")
+        .arg("")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let held = b
+        .try_acquire(&spec("held", Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    let listed = b.list().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        ["held"],
+        "{listed:?}"
+    );
+    // The odd hash reads as free and can be taken; an empty id owns nothing.
+    let odd = b
+        .try_acquire(&spec("odd", Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut forged = odd.clone();
+    forged.id = String::new();
+    let e = b
+        .extend(&forged, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::LockLost { .. }), "{e:#}");
+    b.release(&odd).await.unwrap();
+    b.release(&held).await.unwrap();
 }
 
 #[tokio::test]
@@ -114,8 +235,7 @@ async fn waiters_share_one_subscription_and_a_release_wakes_them() {
     }
     // One subscriber connection on the release channel, however many wait.
     let prefix = waiter.config().prefix.clone();
-    let client = redis::Client::open(env("DLOCK_TEST_REDIS_URL")).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = raw_connection("DLOCK_TEST_REDIS_URL").await;
     let t0 = Instant::now();
     loop {
         let (_, n): (String, i64) = redis::cmd("PUBSUB")
