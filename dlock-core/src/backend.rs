@@ -117,6 +117,13 @@ impl Capabilities {
     /// The shortest lease the conformance suite should use: at least
     /// `floor`, at least `min_lease`, rounded up to the granularity.
     pub fn test_lease(&self, floor: Duration) -> Duration {
+        self.round_up_lease(floor)
+    }
+
+    /// The shortest lease this backend honours that is at least `floor`:
+    /// at least `min_lease`, rounded up to the granularity (not capped at
+    /// `max_lease`). For callers to whom a longer lease is always safe.
+    pub fn round_up_lease(&self, floor: Duration) -> Duration {
         let want = floor.max(self.min_lease);
         let g = self.lease_granularity.as_nanos().max(1);
         let n = want.as_nanos().div_ceil(g) * g;

@@ -55,6 +55,28 @@ impl LostSignal {
     pub async fn wait(&self) -> String {
         self.validity.wait_lost().await
     }
+
+    /// Runs `work` until it completes or the lease is lost, whichever comes
+    /// first. At a loss `work` is dropped where it waits (no later than the
+    /// end of the lease's local validity, so before the coordinator can
+    /// grant the lock to anyone else, as long as `work` reaches an `.await`)
+    /// and the answer is [`Error::LockLost`] with the reason.
+    ///
+    /// ```no_run
+    /// # async fn f(guard: dlock_core::LockGuard) -> dlock_core::Result<()> {
+    /// let rows = guard.lost().until_lost(copy_rows()).await?;
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// # async fn copy_rows() -> u64 { 0 }
+    /// ```
+    pub async fn until_lost<F: std::future::Future>(&self, work: F) -> Result<F::Output> {
+        tokio::select! {
+            // A lease already lost does not start the work.
+            biased;
+            reason = self.wait() => Err(Error::lost(&self.validity.name(), reason)),
+            value = work => Ok(value),
+        }
+    }
 }
 
 impl IntoFuture for LostSignal {
@@ -194,13 +216,14 @@ impl LockGuard {
         backend: Arc<dyn LockBackend>,
         lease: Lease,
         keep_alive: bool,
+        max_hold: Option<Duration>,
     ) -> Result<Self> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::InvalidConfig("dlock guards need a tokio runtime to keep their lease".into())
         })?;
         let loss = backend.loss_signal(&lease);
         let bound = backend.validity_bound(&lease);
-        let validity = Arc::new(Validity::new(backend.kind(), lease, bound));
+        let validity = Arc::new(Validity::new(backend.kind(), lease, bound, max_hold));
         let shared = Arc::new(GuardShared {
             backend,
             validity,
@@ -300,6 +323,49 @@ impl LockGuard {
     }
 }
 
+impl LockGuard {
+    /// Ends this hold but keeps the lock taken `hold` longer, by the
+    /// coordinator's clock: a `lock_at_least_for` decided at the end. The
+    /// lease is extended to `hold` from now, keep-alive stops, no release
+    /// is sent, and the coordinator's expiry frees the lock. Use it to
+    /// remember "this ran" for a while (the scheduler keeps each firing's
+    /// lock this way, so a late node skips a firing that already ran).
+    ///
+    /// `hold` must be a lease the backend honours ([`Error::Unsupported`]
+    /// otherwise; the guard is then released as on drop). A lease lost
+    /// while held is [`Error::LockLost`], as for [`LockGuard::release`]. An
+    /// extension that fails (a timeout, say) is that error; no release is
+    /// sent, so the lock expires on its own: at the deadline of the last
+    /// grant, or of this one if it landed after all.
+    pub async fn release_after(mut self, hold: Duration) -> Result<()> {
+        let shared = self.shared.clone();
+        shared
+            .backend
+            .capabilities()
+            .check_lease(shared.backend.kind(), "release_after", hold)?;
+        let _op = shared.op_lock.lock().await;
+        if let Some(w) = self.watchdog.take() {
+            // As in release(): the watchdog must be gone before the end.
+            w.abort();
+            let _ = w.await;
+        }
+        let extended = shared.extend_locked(hold).await;
+        // No release either way: the point is to keep the lock taken, and
+        // an extension that failed leaves the earlier grant to expire.
+        self.done = true;
+        if let Err(e) = extended {
+            shared.validity.end();
+            return Err(e);
+        }
+        let lost = shared.validity.check();
+        shared.validity.end();
+        match lost {
+            Some(reason) => Err(shared.lost_error(reason)),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
         let watchdog = self.watchdog.take();
@@ -366,7 +432,9 @@ async fn watchdog(
             return;
         }
         let deadline = s.validity.deadline();
-        let wake = if keep_alive {
+        // Past `max_hold` nothing is renewed: the guard runs out there.
+        let renewing = keep_alive && !s.validity.reaches_ceiling();
+        let wake = if renewing {
             renew_point(&s.lease()).min(deadline)
         } else {
             deadline
@@ -383,7 +451,7 @@ async fn watchdog(
         if s.validity.check().is_some() {
             return;
         }
-        if !keep_alive || !renew_point(&s.lease()).has_passed() {
+        if !keep_alive || s.validity.reaches_ceiling() || !renew_point(&s.lease()).has_passed() {
             // Not due (a bound moved, or extended by hand): sleep again.
             continue;
         }

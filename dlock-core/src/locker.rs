@@ -25,16 +25,33 @@ pub struct LockOptions {
     pub wait: Option<Duration>,
     /// Extend the lease every third of its length while the guard lives.
     pub keep_alive: bool,
+    /// A hard ceiling on one hold, counted from the acquisition: keep-alive
+    /// never carries a guard past it; there the guard stops renewing and is
+    /// lost (`lost()` completes, `is_held()` turns false). `None` (the
+    /// default): keep-alive renews for as long as the guard lives.
+    pub max_hold: Option<Duration>,
+    /// For [`Locker::run_exclusive`] (and `#[try_lock]`, scheduled jobs):
+    /// stop the work (drop its future) as soon as the lease is lost and
+    /// answer [`Error::LockLost`](crate::Error::LockLost), rather than let
+    /// it run on unprotected while another node may take the lock. On by
+    /// default; turn it off for work that must not be interrupted at an
+    /// `.await` (it then runs to its end and the answer is still `LockLost`).
+    /// A guard from [`Acquire::lock`] is not affected: its owner watches
+    /// [`LockGuard::lost`].
+    pub cancel_on_lost: bool,
 }
 
 impl LockOptions {
-    /// A lease of `lock_for`, no `at_least`, no wait set, keep-alive on.
+    /// A lease of `lock_for`, no `at_least`, no wait set, keep-alive on,
+    /// no `max_hold`, work cancelled on loss.
     pub fn new(lock_for: Duration) -> Self {
         LockOptions {
             lock_for,
             at_least: Duration::ZERO,
             wait: None,
             keep_alive: true,
+            max_hold: None,
+            cancel_on_lost: true,
         }
     }
 
@@ -53,6 +70,19 @@ impl LockOptions {
     /// Turns keep-alive on or off.
     pub fn keep_alive(mut self, on: bool) -> Self {
         self.keep_alive = on;
+        self
+    }
+
+    /// Sets the ceiling on one hold (see [`LockOptions::max_hold`]).
+    pub fn max_hold(mut self, max_hold: Duration) -> Self {
+        self.max_hold = Some(max_hold);
+        self
+    }
+
+    /// Whether [`Locker::run_exclusive`] stops the work when the lease is
+    /// lost (see [`LockOptions::cancel_on_lost`]).
+    pub fn cancel_on_lost(mut self, on: bool) -> Self {
+        self.cancel_on_lost = on;
         self
     }
 }
@@ -136,6 +166,11 @@ impl Locker {
         self
     }
 
+    /// The options [`Locker::acquire`] starts from.
+    pub fn defaults(&self) -> &LockOptions {
+        &self.defaults
+    }
+
     /// The owner this locker acquires as.
     pub fn owner(&self) -> &str {
         &self.owner
@@ -171,7 +206,25 @@ impl Locker {
     ///
     /// `Ok(Some(value))` when it ran, `Ok(None)` when skipped. If the lease
     /// was lost while `f` ran, the answer is [`Error::LockLost`](crate::Error::LockLost), so the
-    /// caller learns the work was not protected throughout.
+    /// caller learns the work was not protected throughout; with
+    /// `cancel_on_lost` (the default) `f`'s future is dropped at the loss,
+    /// before the coordinator can grant the lock to anyone else.
+    ///
+    /// ```no_run
+    /// # async fn f(locker: dlock_core::Locker) -> dlock_core::Result<()> {
+    /// use dlock_core::LockOptions;
+    /// use std::time::Duration;
+    /// let opts = LockOptions::new(Duration::from_secs(60)).max_hold(Duration::from_secs(3600));
+    /// match locker.run_exclusive("nightly-import", opts, |ctx| async move {
+    ///     println!("importing under token {}", ctx.token);
+    /// }).await {
+    ///     Ok(Some(())) => println!("imported"),
+    ///     Ok(None) => println!("another node is importing"),
+    ///     Err(e) if e.is_lock_lost() => eprintln!("stopped: {e}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn run_exclusive<T, F, Fut>(
         &self,
         name: impl Into<String>,
@@ -183,6 +236,7 @@ impl Locker {
         Fut: Future<Output = T>,
     {
         let waits = opts.wait.is_some();
+        let cancel_on_lost = opts.cancel_on_lost;
         let acquire = self.acquire(name).options(opts);
         let taken = if waits {
             acquire.lock().await?
@@ -197,8 +251,18 @@ impl Locker {
             token: guard.token(),
             lost: guard.lost(),
         };
-        let value = f(ctx).await;
-        guard.release().await?;
+        let lost = ctx.lost.clone();
+        let work = f(ctx);
+        let value = if cancel_on_lost {
+            lost.until_lost(work).await
+        } else {
+            Ok(work.await)
+        };
+        // Sent after a loss too: the lock frees now rather than at expiry
+        // (and `release` answers `LockLost` for a lease lost while held).
+        let released = guard.release().await;
+        let value = value?;
+        released?;
         Ok(Some(value))
     }
 
@@ -258,6 +322,13 @@ impl Acquire<'_> {
         self
     }
 
+    /// Sets a ceiling on the hold: keep-alive stops there and the guard is
+    /// lost (see [`LockOptions::max_hold`]).
+    pub fn max_hold(mut self, d: Duration) -> Self {
+        self.opts.max_hold = Some(d);
+        self
+    }
+
     /// Replaces all options.
     pub fn options(mut self, opts: LockOptions) -> Self {
         self.opts = opts;
@@ -281,6 +352,12 @@ impl Acquire<'_> {
         let spec = LockSpec::new(name, self.locker.owner.clone(), self.opts.lock_for)?
             .with_at_least(self.opts.at_least)?;
         backend.capabilities().check_spec(kind, &spec)?;
+        if self.opts.max_hold.is_some_and(|d| d.is_zero()) {
+            return Err(crate::Error::InvalidConfig(format!(
+                "lock {:?}: max_hold must be greater than zero (leave it unset for no ceiling)",
+                spec.name.as_str()
+            )));
+        }
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(crate::Error::InvalidConfig(
                 "dlock needs a tokio runtime (guards keep their lease on it)".into(),
@@ -303,8 +380,13 @@ impl Acquire<'_> {
                     metrics::histogram!("dlock_wait_seconds", "backend" => kind)
                         .record(started.elapsed().as_secs_f64());
                     tracing::debug!(token = lease.token.0, "acquired");
-                    return LockGuard::start(backend.clone(), lease, self.opts.keep_alive)
-                        .map(Some);
+                    return LockGuard::start(
+                        backend.clone(),
+                        lease,
+                        self.opts.keep_alive,
+                        self.opts.max_hold,
+                    )
+                    .map(Some);
                 }
                 let now = Instant::now();
                 let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));

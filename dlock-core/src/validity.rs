@@ -5,7 +5,8 @@
 //!
 //! Rules:
 //! - the deadline is the minimum of every bound: the lease's own local
-//!   validity and, where the backend has one, its [`ValidityBound`];
+//!   validity, where the backend has one its [`ValidityBound`], and the
+//!   user's `max_hold` ceiling, counted from the acquisition's send instant;
 //! - nothing has to run for the deadline to take effect: whoever looks
 //!   first after it passed (`is_held`, `lost()`, an operation) latches the
 //!   loss;
@@ -43,10 +44,20 @@ pub(crate) struct Validity {
     /// Bumped on every change of `state`, to wake loss waiters.
     changed: watch::Sender<u64>,
     bound: Option<ValidityBound>,
+    /// `max_hold`: the instant no extension may carry the guard past, and
+    /// the length it was set from (for the loss reason).
+    ceiling: Option<(BootInstant, Duration)>,
 }
 
 impl Validity {
-    pub(crate) fn new(kind: &'static str, lease: Lease, bound: Option<ValidityBound>) -> Self {
+    pub(crate) fn new(
+        kind: &'static str,
+        lease: Lease,
+        bound: Option<ValidityBound>,
+        max_hold: Option<Duration>,
+    ) -> Self {
+        // A ceiling too far out to represent is no ceiling.
+        let ceiling = max_hold.and_then(|d| Some((lease.acquired_at.checked_add(d)?, d)));
         Validity {
             kind,
             state: Mutex::new(State {
@@ -57,7 +68,20 @@ impl Validity {
             }),
             changed: watch::channel(0).0,
             bound,
+            ceiling,
         }
+    }
+
+    /// The `max_hold` ceiling, if one was set.
+    pub(crate) fn ceiling(&self) -> Option<BootInstant> {
+        self.ceiling.map(|(at, _)| at)
+    }
+
+    /// True when the current grant already lasts to the `max_hold` ceiling,
+    /// so extending it would prove nothing more: keep-alive stops.
+    pub(crate) fn reaches_ceiling(&self) -> bool {
+        self.ceiling()
+            .is_some_and(|c| self.state().lease.valid_until >= c)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -84,6 +108,10 @@ impl Validity {
     /// The instant after which the lease can no longer be proven valid.
     pub(crate) fn deadline(&self) -> BootInstant {
         let own = self.state().lease.valid_until;
+        let own = match self.ceiling() {
+            Some(c) => own.min(c),
+            None => own,
+        };
         match &self.bound {
             Some(b) => own.min(b()),
             None => own,
@@ -101,7 +129,13 @@ impl Validity {
             return lost;
         }
         let now = BootInstant::now();
-        if now >= own {
+        // The ceiling names itself only when it is what ran out first.
+        if let Some((_, max_hold)) = self.ceiling.filter(|(at, _)| now >= *at && *at <= own) {
+            self.mark_lost(format!(
+                "held for max_hold ({}): keep-alive stops renewing there and the hold ends",
+                humantime::format_duration(max_hold)
+            ));
+        } else if now >= own {
             self.mark_lost(
                 "lease ran out: lock_at_most_for passed without a successful extension".into(),
             );

@@ -19,6 +19,8 @@ pub const KNOWN: &[&str] = &[
     "at_least",
     "wait",
     "keep_alive",
+    "max_hold",
+    "cancel_on_lost",
     "owner",
     "locker",
 ];
@@ -71,6 +73,10 @@ pub struct Args {
     pub wait: Option<DurationArg>,
     /// `keep_alive = false`.
     pub keep_alive: Option<Expr>,
+    /// `max_hold = "1h"`.
+    pub max_hold: Option<DurationArg>,
+    /// `cancel_on_lost = false`.
+    pub cancel_on_lost: Option<Expr>,
     /// `owner = "node-a"`.
     pub owner: Option<Expr>,
     /// `locker = self.locker`.
@@ -152,6 +158,19 @@ impl Args {
                 set(&mut self.wait, d, ident)
             }
             "keep_alive" => set(&mut self.keep_alive, value, ident),
+            "max_hold" => {
+                let d = duration(value, "max_hold")?;
+                if let Some((v, lit)) = d.literal() {
+                    if v.is_zero() {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "max_hold must be greater than zero (leave it out for no ceiling)",
+                        ));
+                    }
+                }
+                set(&mut self.max_hold, d, ident)
+            }
+            "cancel_on_lost" => set(&mut self.cancel_on_lost, value, ident),
             "owner" => {
                 check_text_literal(&value, "owner", "owner")?;
                 set(&mut self.owner, value, ident)
@@ -209,6 +228,8 @@ fn unknown(path: &syn::Path) -> syn::Error {
         "lock_at_most_for" | "at_most" | "lease" => " (did you mean `lock_for`?)",
         "lock_at_least_for" | "lock_for_at_least" | "min" => " (did you mean `at_least`?)",
         "wait_for" | "timeout" => " (did you mean `wait`?)",
+        "max_duration" | "deadline" | "max_lock_for" => " (did you mean `max_hold`?)",
+        "cancel_on_loss" | "cancel" | "abort_on_lost" => " (did you mean `cancel_on_lost`?)",
         _ => "",
     };
     syn::Error::new(

@@ -69,10 +69,13 @@ fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let lock_for = opt_dur(&args.lock_for);
     let at_least = opt_dur(&args.at_least);
     let wait = opt_dur(&args.wait);
-    let keep_alive = match &args.keep_alive {
+    let opt_bool = |b: &Option<syn::Expr>| match b {
         Some(e) => quote_spanned!(e.span()=> ::core::option::Option::Some({ let b: bool = #e; b })),
         None => quote!(::core::option::Option::None),
     };
+    let keep_alive = opt_bool(&args.keep_alive);
+    let max_hold = opt_dur(&args.max_hold);
+    let cancel_on_lost = opt_bool(&args.cancel_on_lost);
     let owner = match &args.owner {
         Some(e) => quote_spanned!(e.span()=>
             ::core::option::Option::Some(::std::string::ToString::to_string(&(#e)))),
@@ -125,6 +128,8 @@ fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
             wait: #wait,
             keep_alive: #keep_alive,
             owner: #owner,
+            max_hold: #max_hold,
+            cancel_on_lost: #cancel_on_lost,
         };
         let #locker_var: ::dlock::Locker = #locker;
         #call_var.run(#locker_var, #body).await

@@ -27,7 +27,9 @@ use proc_macro::TokenStream;
 /// The function's return type `T` becomes `dlock::Result<Option<T>>`:
 /// `Ok(Some(value))` when the body ran under the lock, `Ok(None)` when another
 /// owner held it (skipped), `Err(_)` when the lock could not be taken or
-/// released, or when the lease was lost while the body ran.
+/// released, or when the lease was lost while the body ran (by default the
+/// body is then stopped at once: its future is dropped at the loss, before
+/// the coordinator can grant the lock to another node).
 ///
 /// Arguments (`name` is required; durations are human strings checked at
 /// compile time, like `"10m"`, `"30s"`, `"1h 30m"`, `"250ms"`):
@@ -39,6 +41,8 @@ use proc_macro::TokenStream;
 /// | `at_least = "30s"` | minimum hold, even if the body finishes sooner | the locker's default (zero) |
 /// | `wait = "1m"` | wait up to this long for the holder instead of skipping | zero: skip at once |
 /// | `keep_alive = false` | do not extend the lease while the body runs | the locker's default (on) |
+/// | `max_hold = "1h"` | ceiling on one hold: keep-alive stops there and the lease counts as lost | the locker's default (none) |
+/// | `cancel_on_lost = false` | let the body run to its end after the lease is lost (the answer is still `Err(LockLost)`) | the locker's default (on: the body is dropped at the loss) |
 /// | `owner = "node-a"` | owner name for this call | the locker's owner |
 /// | `locker = self.locker` | a `dlock::Locker`, `&Locker` or `Arc<Locker>` expression | `dlock::default_locker()` |
 ///

@@ -123,6 +123,10 @@ pub mod __private {
         pub keep_alive: Option<bool>,
         /// `owner`, or the locker's.
         pub owner: Option<String>,
+        /// `max_hold`, or the locker's default.
+        pub max_hold: Option<Duration>,
+        /// `cancel_on_lost`, or the locker's default (on).
+        pub cancel_on_lost: Option<bool>,
     }
 
     impl TryLockCall {
@@ -135,29 +139,28 @@ pub mod __private {
                 Some(owner) => locker.with_owner(owner)?,
                 None => locker,
             };
-            let mut acquire = locker
-                .acquire(self.name)
+            let mut opts = locker
+                .defaults()
+                .clone()
                 .wait(self.wait.unwrap_or(Duration::ZERO));
             if let Some(d) = self.lock_for {
-                acquire = acquire.lock_for(d);
+                opts.lock_for = d;
             }
             if let Some(d) = self.at_least {
-                acquire = acquire.at_least(d);
+                opts.at_least = d;
             }
             if let Some(on) = self.keep_alive {
-                acquire = acquire.keep_alive(on);
+                opts.keep_alive = on;
             }
-            let Some(guard) = acquire.lock().await? else {
-                return Ok(None);
-            };
-            let ctx = LockContext {
-                name: guard.name(),
-                token: guard.token(),
-                lost: guard.lost(),
-            };
-            let value = with_current(ctx, body).await;
-            guard.release().await?;
-            Ok(Some(value))
+            if let Some(d) = self.max_hold {
+                opts.max_hold = Some(d);
+            }
+            if let Some(on) = self.cancel_on_lost {
+                opts.cancel_on_lost = on;
+            }
+            locker
+                .run_exclusive(self.name, opts, |ctx| with_current(ctx, body))
+                .await
         }
     }
 }

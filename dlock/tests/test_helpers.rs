@@ -169,8 +169,9 @@ async fn memory_urls_are_checked() {
     }
 }
 
-/// Waits until its lock is lost, then asserts it is held.
-#[dlock::try_lock(name = "lost-job", lock_for = "1s", locker = locker)]
+/// Waits until its lock is lost, then asserts it is held (it runs on
+/// after the loss: `cancel_on_lost = false`).
+#[dlock::try_lock(name = "lost-job", lock_for = "1s", locker = locker, cancel_on_lost = false)]
 async fn asserts_after_loss(locker: &Locker, started: oneshot::Sender<()>) {
     let _ = started.send(());
     let lost = dlock::current_lock().unwrap().lost;

@@ -6,7 +6,7 @@ use std::time::Duration;
 async fn minimal() {}
 
 #[dlock::try_lock(name = "emailLock", lock_for = "10m", at_least = "30s", wait = "1s",
-                  keep_alive = false, owner = "node-a")]
+                  keep_alive = false, owner = "node-a", max_hold = "1h", cancel_on_lost = false)]
 async fn everything() -> Result<u32, std::num::ParseIntError> {
     let n: u32 = "5".parse()?;
     Ok(n)
