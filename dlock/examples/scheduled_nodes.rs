@@ -8,9 +8,9 @@
 //!
 //! Each node has its own connection, owner name and [`Scheduler`]; all
 //! compute the same firing instants from the schedule. Their timers fire a
-//! little apart (schedule drift, clock skew between hosts), so
-//! `lock_at_least_for` keeps the lock taken after the short job ends: a late
-//! node skips instead of running the job a second time. Ends by itself after
+//! little apart (schedule drift, clock skew between hosts); each firing has
+//! its own lock, kept for a while after the short job ends, so a late node
+//! skips instead of running the job a second time. Ends by itself after
 //! `FIRINGS` firings (default 6, ~18 s).
 
 use dlock::schedule::chrono::{DateTime, TimeDelta, Utc};
@@ -70,9 +70,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             tokio::time::sleep(Duration::from_millis(300)).await; // the "work"
         })
-        // lock at most 30 s (if this node dies mid-job), at least 2 s (absorbs drift).
-        .lock_for(Duration::from_secs(30))
-        .at_least(Duration::from_secs(2));
+        // Lock at most 30 s (if this node dies mid-job, kept alive while it runs).
+        .lock_for(Duration::from_secs(30));
         let scheduler = Scheduler::new(locker).job(job);
         let mut events = scheduler.subscribe();
         let tx = tx.clone();

@@ -12,6 +12,7 @@
 //! `tracing` (span `dlock.job`) and to `metrics`
 //! (`dlock_job_runs_total{job,outcome}`, `dlock_job_duration_seconds{job}`).
 
+mod firing;
 mod scheduler;
 mod spec;
 

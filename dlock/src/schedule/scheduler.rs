@@ -2,16 +2,14 @@
 //! firing on one node.
 
 use super::spec::{sleep_until_wall, Schedule};
-use crate::try_lock::with_current;
-use crate::{FencingToken, LockContext, Locker, LostSignal};
+use crate::{FencingToken, Locker, LostSignal};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -57,13 +55,15 @@ type JobFn = Arc<dyn Fn(JobContext) -> BoxFuture<'static, Result<(), String>> + 
 #[derive(Clone)]
 #[must_use = "a job does nothing until added to a scheduler"]
 pub struct Job {
-    name: String,
+    pub(super) name: String,
     schedule: Schedule,
-    lock_for: Option<Duration>,
-    at_least: Option<Duration>,
-    keep_alive: Option<bool>,
-    cancel_on_lost: bool,
-    run: JobFn,
+    pub(super) lock_for: Option<Duration>,
+    pub(super) at_least: Option<Duration>,
+    pub(super) keep_alive: Option<bool>,
+    pub(super) max_hold: Option<Duration>,
+    pub(super) cancel_on_lost: Option<bool>,
+    pub(super) retry_within: Option<Duration>,
+    pub(super) run: JobFn,
 }
 
 impl fmt::Debug for Job {
@@ -74,7 +74,9 @@ impl fmt::Debug for Job {
             .field("lock_for", &self.lock_for)
             .field("at_least", &self.at_least)
             .field("keep_alive", &self.keep_alive)
+            .field("max_hold", &self.max_hold)
             .field("cancel_on_lost", &self.cancel_on_lost)
+            .field("retry_within", &self.retry_within)
             .finish_non_exhaustive()
     }
 }
@@ -100,7 +102,9 @@ impl Job {
             lock_for: None,
             at_least: None,
             keep_alive: None,
-            cancel_on_lost: false,
+            max_hold: None,
+            cancel_on_lost: None,
+            retry_within: None,
             run,
         }
     }
@@ -112,10 +116,10 @@ impl Job {
         self
     }
 
-    /// `lock_at_least_for`: keep the lock at least this long after the firing
-    /// even if the job ends sooner, so a node whose clock (or timer) is a
-    /// little late skips this firing instead of running it again. Set it
-    /// above the clock skew between nodes and below the gap between firings.
+    /// `lock_at_least_for` of the job's lock: keep it at least this long
+    /// after the firing even if the job ends sooner. Not needed for "one
+    /// run per firing" (each firing has its own lock, see [`Scheduler`]);
+    /// it still spaces runs out if you want that.
     pub fn at_least(mut self, d: Duration) -> Self {
         self.at_least = Some(d);
         self
@@ -128,11 +132,39 @@ impl Job {
         self
     }
 
-    /// Stop (drop) the job's future as soon as the lease is lost, instead of
-    /// letting it finish unprotected. Off by default: the job sees the loss
-    /// through [`JobContext::lost`] and decides.
+    /// A hard ceiling on one run: keep-alive stops there, the lease counts
+    /// as lost and (with `cancel_on_lost`, the default) the job is stopped.
+    /// Unset (the default): the lease is kept alive as long as the job runs.
+    pub fn max_hold(mut self, d: Duration) -> Self {
+        self.max_hold = Some(d);
+        self
+    }
+
+    /// Whether the job's future is dropped as soon as its lease is lost
+    /// (the default, from the locker's [`crate::LockOptions::cancel_on_lost`]):
+    /// once the lease is gone another node may run the job, so letting this
+    /// run go on would break the one-node-at-a-time promise. Turn it off
+    /// only for work that must not stop at an arbitrary `.await`; it then
+    /// runs to its end unprotected, sees the loss through
+    /// [`JobContext::lost`], and is reported as [`JobOutcome::Lost`].
     pub fn cancel_on_lost(mut self, on: bool) -> Self {
-        self.cancel_on_lost = on;
+        self.cancel_on_lost = Some(on);
+        self
+    }
+
+    /// Lets another node retry a firing whose runner died (or lost its
+    /// lease) mid-job, until `window` after the firing instant and no later
+    /// than the next firing. Without it (the default) such a firing is not
+    /// run again: the next one runs as usual.
+    ///
+    /// The nodes that found the firing taken wait for it instead of
+    /// skipping; once the runner's lease lapses (`lock_for` after its last
+    /// keep-alive) one of them runs the job, with
+    /// [`JobContext::retried`] set. A firing that completed (or failed with
+    /// an error) is never retried. `lock_for` must be shorter than `window`
+    /// for a retry to be possible; at most 12 hours.
+    pub fn retry_within(mut self, window: Duration) -> Self {
+        self.retry_within = Some(window);
         self
     }
 
@@ -163,6 +195,10 @@ pub struct JobContext {
     /// Completes when the scheduler is asked to shut down, so a long job can
     /// stop early.
     pub shutdown: ShutdownSignal,
+    /// True when this node took the firing over from a runner that died or
+    /// lost its lease before finishing ([`Job::retry_within`]): part of the
+    /// work may already be done.
+    pub retried: bool,
 }
 
 /// How one firing went on one node.
@@ -199,8 +235,16 @@ pub enum JobOutcome {
         /// Fencing token of the run.
         token: FencingToken,
     },
-    /// Another node held the lock: this node skipped the firing.
+    /// Another node ran (or is running) this firing, or is still running
+    /// the job for an earlier one: this node skipped it.
     Skipped,
+    /// This node's timer fired so late (a paused process, a stopped VM, a
+    /// clock stepped back) that the firing is too old to run safely here;
+    /// see [`Scheduler`].
+    Missed {
+        /// How late, by this node's clock.
+        late_by: Duration,
+    },
     /// The lock could not be taken (coordinator unreachable, bad
     /// configuration): the firing did not run here.
     LockError {
@@ -211,7 +255,7 @@ pub enum JobOutcome {
 
 impl JobOutcome {
     /// A short label (`ran`, `failed`, `lost`, `cancelled`, `skipped`,
-    /// `lock_error`), used as the `outcome` metric label.
+    /// `missed`, `lock_error`), used as the `outcome` metric label.
     pub fn label(&self) -> &'static str {
         match self {
             JobOutcome::Ran { .. } => "ran",
@@ -219,6 +263,7 @@ impl JobOutcome {
             JobOutcome::Lost { .. } => "lost",
             JobOutcome::Cancelled { .. } => "cancelled",
             JobOutcome::Skipped => "skipped",
+            JobOutcome::Missed { .. } => "missed",
             JobOutcome::LockError { .. } => "lock_error",
         }
     }
@@ -230,7 +275,7 @@ impl JobOutcome {
             | JobOutcome::Failed { token, .. }
             | JobOutcome::Lost { token, .. }
             | JobOutcome::Cancelled { token } => Some(*token),
-            JobOutcome::Skipped | JobOutcome::LockError { .. } => None,
+            JobOutcome::Skipped | JobOutcome::Missed { .. } | JobOutcome::LockError { .. } => None,
         }
     }
 }
@@ -249,7 +294,7 @@ pub struct JobEvent {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Phase {
+pub(super) enum Phase {
     Running,
     /// No new firings; running jobs finish.
     Stopping,
@@ -260,7 +305,7 @@ enum Phase {
 /// Completes when the scheduler is asked to shut down.
 #[derive(Clone, Debug)]
 pub struct ShutdownSignal {
-    rx: watch::Receiver<Phase>,
+    pub(super) rx: watch::Receiver<Phase>,
 }
 
 impl ShutdownSignal {
@@ -275,7 +320,7 @@ impl ShutdownSignal {
     }
 }
 
-async fn wait_phase(mut rx: watch::Receiver<Phase>, at_least: Phase) {
+pub(super) async fn wait_phase(mut rx: watch::Receiver<Phase>, at_least: Phase) {
     // An error means the handle is gone: treat it as the strongest request.
     let _ = rx.wait_for(|p| *p >= at_least).await;
 }
@@ -305,6 +350,20 @@ impl ShutdownTrigger {
 /// Runs [`Job`]s on their schedules on this node; start one per node, all on
 /// the same coordinator, and each firing runs on exactly one of them.
 ///
+/// Each firing runs at most once across the cluster, not only "skipped
+/// while someone holds the lock": the exclusion is keyed to the job and
+/// the firing instant, and remembered for 10 minutes after the run. A node
+/// whose clock is behind, or whose timer fires late (a paused process),
+/// skips a firing that already ran; no `at_least` tuning is needed. A node
+/// does not start a firing more than 5 minutes late by its own clock
+/// ([`JobOutcome::Missed`]), so this holds while the nodes' clocks agree
+/// within about 5 minutes. If the node running a firing dies mid-job the
+/// firing is not run again, unless [`Job::retry_within`] lets another node
+/// take it over. A run still going when the next firing comes makes that
+/// firing skip (one node runs the job at a time). Each job leaves one lock
+/// record per time of day it fires at (`<job>@HH:MM:SS.mmmZ`) besides its
+/// own (`<job>`).
+///
 /// ```no_run
 /// use dlock::schedule::{Job, Schedule, Scheduler};
 /// use std::time::Duration;
@@ -316,8 +375,7 @@ impl ShutdownTrigger {
 ///         Schedule::cron("59 59 8 * * *")?.in_time_zone("Europe/Berlin")?,
 ///         |ctx| async move { println!("token {}", ctx.token) },
 ///     )
-///     .lock_for(Duration::from_secs(600))
-///     .at_least(Duration::from_secs(30)),
+///     .lock_for(Duration::from_secs(600)),
 /// );
 /// // Runs until Ctrl-C, then waits for a running job and releases its lock.
 /// scheduler.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await;
@@ -379,6 +437,14 @@ impl Scheduler {
                     tracing::warn!(job = %job.name, ?at_least, ?gap,
                         "dlock: lock_at_least_for is not shorter than the gap between firings; \
                          the job will run at most every other firing");
+                }
+            }
+            if let Some(window) = job.retry_within {
+                let lease = job.lock_for.unwrap_or(self.locker.defaults().lock_for);
+                if lease >= window {
+                    tracing::warn!(job = %job.name, ?window, ?lease,
+                        "dlock: retry_within is not longer than lock_for; a dead runner's lease \
+                         outlives the window, so its firing can never be retried");
                 }
             }
             let locker = self.locker.clone();
@@ -476,7 +542,10 @@ async fn job_loop(
             _ = wait_phase(rx.clone(), Phase::Stopping) => break,
         }
         let span = tracing::info_span!("dlock.job", job = %job.name, owner = %locker.owner(), scheduled_at = %next);
-        let outcome = fire(&locker, &job, next, &rx).instrument(span).await;
+        let following = job.schedule.next_after(next);
+        let outcome = super::firing::fire(&locker, &job, next, following, &rx)
+            .instrument(span)
+            .await;
         metrics::counter!("dlock_job_runs_total", "job" => job.name.clone(), "outcome" => outcome.label())
             .increment(1);
         let _ = events.send(JobEvent {
@@ -487,109 +556,5 @@ async fn job_loop(
         });
         // Firings missed while the job ran are skipped, not caught up.
         after = next.max(Utc::now());
-    }
-}
-
-enum End {
-    Done(Result<(), String>),
-    Lost(String),
-    Aborted,
-}
-
-async fn fire(
-    locker: &Locker,
-    job: &Job,
-    scheduled_at: DateTime<Utc>,
-    rx: &watch::Receiver<Phase>,
-) -> JobOutcome {
-    let mut acquire = locker.acquire(job.name.clone());
-    if let Some(d) = job.lock_for {
-        acquire = acquire.lock_for(d);
-    }
-    if let Some(d) = job.at_least {
-        acquire = acquire.at_least(d);
-    }
-    if let Some(on) = job.keep_alive {
-        acquire = acquire.keep_alive(on);
-    }
-    let guard = match acquire.try_lock().await {
-        Ok(Some(g)) => g,
-        Ok(None) => {
-            tracing::debug!("dlock: skipped, another node holds the lock");
-            return JobOutcome::Skipped;
-        }
-        Err(e) => {
-            tracing::warn!(error = %format_args!("{e:#}"), "dlock: could not take the job lock; this firing did not run here");
-            return JobOutcome::LockError {
-                error: format!("{e:#}"),
-            };
-        }
-    };
-    let token = guard.token();
-    let lost = guard.lost();
-    let ctx = JobContext {
-        name: job.name.clone(),
-        scheduled_at,
-        owner: locker.owner().to_string(),
-        token,
-        lost: lost.clone(),
-        shutdown: ShutdownSignal { rx: rx.clone() },
-    };
-    let lock_ctx = LockContext {
-        name: guard.name(),
-        token,
-        lost: lost.clone(),
-    };
-    let started = Instant::now();
-    let work = AssertUnwindSafe(with_current(lock_ctx, (job.run)(ctx))).catch_unwind();
-    let end = tokio::select! {
-        r = work => End::Done(r.unwrap_or_else(|p| Err(format!("job panicked: {}", panic_message(&*p))))),
-        reason = lost.wait(), if job.cancel_on_lost => End::Lost(reason),
-        _ = wait_phase(rx.clone(), Phase::Abort) => End::Aborted,
-    };
-    let took = started.elapsed();
-    metrics::histogram!("dlock_job_duration_seconds", "job" => job.name.clone())
-        .record(took.as_secs_f64());
-    let released = guard.release().await;
-    let outcome = match (end, released) {
-        (End::Lost(reason), _) => JobOutcome::Lost { token, reason },
-        (_, Err(e)) if e.is_lock_lost() => JobOutcome::Lost {
-            token,
-            reason: e.to_string(),
-        },
-        (End::Aborted, _) => JobOutcome::Cancelled { token },
-        (End::Done(r), released) => {
-            if let Err(e) = released {
-                tracing::warn!(error = %format_args!("{e:#}"), "dlock: releasing the job lock failed; it expires by itself after lock_for");
-            }
-            match r {
-                Ok(()) => JobOutcome::Ran { token, took },
-                Err(error) => JobOutcome::Failed { token, took, error },
-            }
-        }
-    };
-    match &outcome {
-        JobOutcome::Ran { .. } => tracing::info!(token = token.0, ?took, "dlock: job ran"),
-        JobOutcome::Failed { error, .. } => {
-            tracing::warn!(token = token.0, ?took, %error, "dlock: job failed")
-        }
-        JobOutcome::Lost { reason, .. } => {
-            tracing::warn!(token = token.0, %reason, "dlock: job lost its lock while running")
-        }
-        JobOutcome::Cancelled { .. } => {
-            tracing::warn!(token = token.0, "dlock: job stopped by shutdown")
-        }
-        _ => {}
-    }
-    outcome
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
     }
 }
