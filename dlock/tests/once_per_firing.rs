@@ -404,18 +404,20 @@ async fn postgres_a_node_stopped_across_a_firing_skips_it() {
 /// The runner of a firing is killed (SIGKILL) mid-job. Node "late" fires
 /// every firing 1 s after it (its clock is behind), finds it taken, and:
 /// - with `retry_within`, waits, takes the firing over once the dead
-///   runner's 1 s lease lapses, and runs it with `retried` set;
+///   runner's 3 s lease lapses, and runs it with `retried` set;
 /// - without, skips it for good, and runs the next firing as usual.
 async fn a_runner_killed_mid_job(retry: Duration) -> Vec<Line> {
     let url = postgres_url();
     let name = unique("killed");
-    let run_for = Duration::from_millis(12_500);
+    let run_for = Duration::from_millis(14_000);
     let node = |owner: &str| NodeConfig {
         url: url.clone(),
         name: name.clone(),
         owner: owner.to_string(),
         period: Duration::from_secs(5),
-        lock_for: Duration::from_secs(1),
+        // Well beyond the 1 s skew: the dead runner's lease is still on
+        // when the late node fires, so it finds the firing taken.
+        lock_for: Duration::from_secs(3),
         at_least: Duration::ZERO,
         job: Duration::from_secs(2),
         run_for,

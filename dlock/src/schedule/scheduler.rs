@@ -195,9 +195,11 @@ pub struct JobContext {
     /// Completes when the scheduler is asked to shut down, so a long job can
     /// stop early.
     pub shutdown: ShutdownSignal,
-    /// True when this node took the firing over from a runner that died or
-    /// lost its lease before finishing ([`Job::retry_within`]): part of the
-    /// work may already be done.
+    /// True when this node found the firing taken and took it over after
+    /// its runner died or lost its lease before finishing
+    /// ([`Job::retry_within`]): part of the work may already be done. A
+    /// node that fires only after a dead runner's lease has lapsed cannot
+    /// tell, and runs the firing as a first run.
     pub retried: bool,
 }
 
