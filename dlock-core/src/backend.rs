@@ -185,6 +185,10 @@ pub trait LockBackend: Send + Sync + 'static {
     /// Returns when `name` may have become free, or after at most `max_wait`.
     /// The default sleeps a jittered poll interval; backends that can be
     /// notified (LISTEN/NOTIFY, watches, blocking queries) override it.
+    /// Only for a caller that tries to acquire `name` next: a backend may
+    /// queue the caller as a waiter here (ZooKeeper keeps a ticket node in
+    /// the lock's queue for the next attempt), so a caller that only wants
+    /// to watch must poll [`LockBackend::inspect`] instead.
     async fn wait_for_release(&self, name: &LockName, max_wait: Duration) -> Result<()> {
         let _ = name;
         tokio::time::sleep(jittered(self.capabilities().poll_interval).min(max_wait)).await;

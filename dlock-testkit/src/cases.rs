@@ -5,8 +5,8 @@ use crate::ctx::{Context, Ctx};
 use crate::history::{check_history, work, Hold};
 use crate::proxy::redirect;
 use crate::{
-    broken_coordinator_cases, lease_length_cases, name_cases, send_instant_cases, validity_cases,
-    waiting_cases,
+    broken_coordinator_cases, election_cases, lease_length_cases, name_cases, send_instant_cases,
+    validity_cases, waiting_cases,
 };
 use crate::{ensure, CaseResult};
 use dlock_core::BootInstant;
@@ -306,6 +306,29 @@ pub fn cases() -> Vec<Case> {
                 ..none
             },
             lease_above_maximum_is_unsupported,
+        ),
+        case(
+            "election_one_leader_at_a_time",
+            none,
+            election_cases::one_leader_at_a_time,
+        ),
+        case(
+            "election_observers_see_every_term_in_order",
+            none,
+            election_cases::observers_see_every_term_in_order,
+        ),
+        case(
+            "election_resign_hands_over_promptly",
+            none,
+            election_cases::resign_hands_over_promptly,
+        ),
+        case(
+            "election_killed_leader_is_replaced",
+            Needs {
+                processes: true,
+                ..none
+            },
+            election_cases::killed_leader_is_replaced,
         ),
     ]
 }

@@ -65,6 +65,16 @@ pub enum Role {
         /// How long to wait for the lock, ms.
         wait_ms: u64,
     },
+    /// Campaign in the election `name` until leading, print `LEADING
+    /// <epoch>`, then lead until killed.
+    Lead {
+        /// Election name.
+        name: String,
+        /// Owner.
+        owner: String,
+        /// The leader's lease, ms.
+        lease_ms: u64,
+    },
     /// A concurrency worker: `tasks` tasks, each `per_task` acquisitions; prints HOLD lines.
     Work {
         /// Names to contend for.
@@ -172,6 +182,28 @@ async fn play(suite: &Suite, env: Envelope) -> Result<(), String> {
                     Ok(())
                 }
             }
+        }
+        Role::Lead {
+            name,
+            owner,
+            lease_ms,
+        } => {
+            let locker = Locker::from_arc(backend)
+                .with_owner(owner)
+                .map_err(|e| e.to_string())?;
+            let election = locker
+                .election(name)
+                .map_err(|e| e.to_string())?
+                .lease(ms(lease_ms));
+            let leading = election
+                .campaign()
+                .await
+                .map_err(|e| format!("campaign: {e}"))?;
+            println!("LEADING {}", leading.epoch());
+            let lost = leading.lost().wait().await;
+            println!("LOST {}", lost.replace('\n', " "));
+            futures::future::pending::<()>().await;
+            Ok(())
         }
         Role::Try {
             name,

@@ -26,6 +26,7 @@ mod child;
 pub mod coordinators;
 mod ctx;
 mod delayed_extend;
+mod election_cases;
 mod history;
 pub mod lab;
 mod lease_length_cases;

@@ -1,8 +1,8 @@
-//! A singleton worker with a hot standby: two worker processes compete for
-//! the `singleton-worker` lock; one works, the other waits. The example kills
-//! the active one with SIGKILL (no release, no goodbye); the standby takes
-//! over once the dead worker's 2 s lease has run out, with a greater
-//! fencing token. (On a coordinator with a longer shortest lease, such as
+//! A singleton worker with a hot standby: two worker processes campaign in
+//! the `singleton-worker` election; the leader works, the other waits. The
+//! example kills the leader with SIGKILL (no resignation, no goodbye); the
+//! standby is elected once the dead leader's 2 s lease has run out, in a
+//! greater epoch. (On a coordinator with a longer shortest lease, such as
 //! Consul's 10 s, the lease and the takeover are that much longer.)
 //!
 //! ```sh
@@ -21,32 +21,31 @@ use tokio::sync::mpsc;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A worker process: wait for the lock, then work until it is lost.
+/// A worker process: campaign to lead, then work until leadership is lost.
 async fn worker(name: String, url: String) -> Result<(), BoxError> {
     let locker = dlock::connect(&url).await?.with_owner(name.clone())?;
-    let lease = lease_for(&locker);
+    // The leader's lease, kept alive every third of it while it leads.
+    let election = locker
+        .election("singleton-worker")?
+        .lease(lease_for(&locker));
     // Safety net for the example: a worker never outlives its supervisor by long.
-    let give_up = Instant::now() + Duration::from_secs(40) + lease * 4;
+    let give_up = Instant::now() + Duration::from_secs(40) + lease_for(&locker) * 4;
     while Instant::now() < give_up {
         println!("{name}: standing by");
-        let Some(guard) = locker
-            .acquire("singleton-worker")
-            .lock_for(lease) // kept alive every third of it
-            .wait(Duration::from_secs(20))
-            .lock()
-            .await?
+        let Ok(leading) = tokio::time::timeout(Duration::from_secs(20), election.campaign()).await
         else {
             continue;
         };
-        println!("ACTIVE {name} {}", guard.token());
-        let lost = guard.lost();
+        let leading = leading?;
+        println!("ACTIVE {name} {}", leading.epoch());
+        let lost = leading.lost();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(300)) => {
-                    println!("{name}: working (token {})", guard.token());
+                    println!("{name}: working (epoch {})", leading.epoch());
                 }
                 reason = lost.wait() => {
-                    println!("{name}: lost the lock ({reason}); stopping work");
+                    println!("{name}: no longer leading ({reason}); stopping work");
                     break;
                 }
             }
@@ -86,7 +85,7 @@ fn spawn_worker(
     Ok(child)
 }
 
-/// Prints worker lines until one says `ACTIVE`; returns (name, token).
+/// Prints worker lines until one says `ACTIVE`; returns (name, epoch).
 async fn until_active(
     rx: &mut mpsc::UnboundedReceiver<String>,
     within: Duration,
@@ -99,7 +98,7 @@ async fn until_active(
             .ok_or("workers gone")?;
         if let Some(rest) = line.strip_prefix("ACTIVE ") {
             let (name, token) = rest.split_once(' ').ok_or("bad ACTIVE line")?;
-            println!("{name}: became the active worker (token {token})");
+            println!("{name}: became the active worker (epoch {token})");
             return Ok((name.to_string(), token.parse()?));
         }
         println!("{line}");
@@ -142,14 +141,14 @@ async fn supervise() -> Result<(), BoxError> {
     let takeover = lease * 3 + caps.expiry_slack + Duration::from_secs(10);
     let (next, next_token) = until_active(&mut rx, takeover).await?;
     println!(
-        "supervisor: {next} took over {:.1} s after the kill, token {first_token} -> {next_token}",
+        "supervisor: {next} took over {:.1} s after the kill, epoch {first_token} -> {next_token}",
         killed.elapsed().as_secs_f64()
     );
     echo_for(&mut rx, Duration::from_millis(700)).await;
     survivor.kill().await?;
     let _ = std::fs::remove_dir_all(&scratch);
     if next == active || next_token <= first_token {
-        return Err("the standby did not take over with a greater token".into());
+        return Err("the standby did not take over in a greater epoch".into());
     }
     println!("the standby took over after its holder died");
     Ok(())

@@ -5,8 +5,9 @@
 // [`backend`]; nothing is glob re-exported, so this list is the public
 // surface.
 pub use dlock_core::{
-    Acquire, BootInstant, ConnectOptions, Error, FencingToken, LockContext, LockGuard, LockInfo,
-    LockName, LockOptions, Locker, LostSignal, Result, TlsRoots, MAX_NAME_BYTES,
+    Acquire, BootInstant, ConnectOptions, Election, Error, FencingToken, Leader, Leadership,
+    LockContext, LockGuard, LockInfo, LockName, LockOptions, Locker, LostSignal, Observer, Result,
+    TlsRoots, DEFAULT_TERM_LEASE, MAX_NAME_BYTES,
 };
 
 /// For writing a backend (an adapter to another coordinator): the trait,

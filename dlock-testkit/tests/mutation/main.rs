@@ -33,6 +33,9 @@ const SLOW: &[&str] = &[
     "at_least_after_exit",
     "at_least_after_exit_without_release",
     "sigkill_frees_lock",
+    // Built on the lock: any adapter bug they catch, the lock's cases do.
+    "election_observers_see_every_term_in_order",
+    "election_killed_leader_is_replaced",
 ];
 
 /// Per-child limit: a hang is reported as inconclusive
